@@ -1,0 +1,104 @@
+/* Guest memory: guest RAM as memfd regions ("host physical" memory) that the
+ * daemon allocates and owns, mapped by a VMM process; GPA->HVA translation;
+ * dirty-page tracking. Used by memvisord (allocation), memvisor-vmm (mapping,
+ * workloads, dirty log), migration and the page-fusion guard. */
+#ifndef MEMVISOR_MEM_H
+#define MEMVISOR_MEM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "memvisor/error.h"
+
+#define MV_MEM_MAX_REGIONS 8
+/* Guest RAM above this GPA is relocated past 4 GiB, as on a PC (the hole holds MMIO). */
+#define MV_MEM_LOW_LIMIT (3ULL << 30)
+#define MV_MEM_HIGH_BASE (4ULL << 30)
+#define MV_MEM_MAX_RAM (1ULL << 40)
+
+enum mv_mem_flags {
+	MV_MEM_HUGETLB = 1u << 0,   /* region is backed by 2 MiB hugetlbfs pages */
+};
+
+struct mv_mem_region_desc {
+	uint64_t gpa;
+	uint64_t size;
+	uint32_t flags;      /* enum mv_mem_flags */
+	int fd;              /* memfd; owner documented by the holder */
+};
+
+/* The RAM layout of one VM: regions sorted by gpa, non-overlapping, page
+ * aligned (2 MiB aligned for hugetlb). Plain data: copy freely. */
+struct mv_mem_layout {
+	uint32_t n;
+	struct mv_mem_region_desc r[MV_MEM_MAX_REGIONS];
+};
+
+enum mv_mem_backing {
+	MV_MEM_BACKING_AUTO,     /* hugetlb when enough 2 MiB pages are free, else 4 KiB + THP */
+	MV_MEM_BACKING_4K,
+	MV_MEM_BACKING_HUGETLB,  /* fails with -ENOMEM if the pages are not reserved */
+};
+
+/* Creates the memfds for ram_size bytes of guest RAM (sparse: nothing is
+ * touched). The caller owns the fds in *out and closes them with
+ * mv_mem_layout_close(). name labels the memfds (visible in /proc). */
+int mv_mem_layout_create(uint64_t ram_size, const char *name, enum mv_mem_backing backing,
+			 struct mv_mem_layout *out, struct mv_error **err) MV_MUST_CHECK;
+void mv_mem_layout_close(struct mv_mem_layout *l);
+/* Checks a layout received from elsewhere: count, order, overlap, alignment,
+ * sizes, and (when check_fds) that each fd is a memfd at least size long. */
+int mv_mem_layout_validate(const struct mv_mem_layout *l, bool check_fds,
+			   struct mv_error **err) MV_MUST_CHECK;
+uint64_t mv_mem_layout_ram_size(const struct mv_mem_layout *l);
+
+/* Guest RAM mapped into this process (MAP_SHARED on the region fds). */
+struct mv_guest_mem;
+
+struct mv_mem_region {
+	uint64_t gpa;
+	uint64_t size;
+	uint8_t *hva;
+	uint32_t flags;
+	int fd;              /* owned by the mv_guest_mem (a dup of the layout's) */
+};
+
+/* Maps every region of l. The fds are dup'ed: the layout keeps its own.
+ * Returns a handle freed by mv_guest_mem_unmap(). */
+int mv_guest_mem_map(const struct mv_mem_layout *l, struct mv_guest_mem **out,
+		     struct mv_error **err) MV_MUST_CHECK;
+void mv_guest_mem_unmap(struct mv_guest_mem *m);
+unsigned mv_guest_mem_nregions(const struct mv_guest_mem *m);
+const struct mv_mem_region *mv_guest_mem_region(const struct mv_guest_mem *m, unsigned i);
+uint64_t mv_guest_mem_ram_size(const struct mv_guest_mem *m);
+/* GPA -> HVA for [gpa, gpa+len) lying inside one region, else NULL.
+ * Binary search over the regions with a last-hit cache; thread-safe. */
+void *mv_gpa_to_hva(struct mv_guest_mem *m, uint64_t gpa, uint64_t len);
+/* Index of the region holding gpa, or -1. */
+int mv_guest_mem_find(struct mv_guest_mem *m, uint64_t gpa);
+
+/* Dirty-page tracking over a mapped guest memory, at 4 KiB granularity. */
+enum mv_dirty_backend {
+	MV_DIRTY_AUTO,        /* best available, chosen at run time */
+	MV_DIRTY_UFFD_WP,     /* userfaultfd WP async + PAGEMAP_SCAN (kernel 6.7+) */
+	MV_DIRTY_SOFT_DIRTY,  /* /proc/self/clear_refs + pagemap bit 55 */
+	MV_DIRTY_HASH,        /* per-page xxh3 compared with the last sync */
+};
+
+struct mv_dirty_log;
+
+/* Arms tracking: from now on writes are recorded. m must outlive the log. */
+int mv_dirty_start(struct mv_guest_mem *m, enum mv_dirty_backend want,
+		   struct mv_dirty_log **out, struct mv_error **err) MV_MUST_CHECK;
+void mv_dirty_stop(struct mv_dirty_log *log);
+enum mv_dirty_backend mv_dirty_backend_of(const struct mv_dirty_log *log);
+const char *mv_dirty_backend_name(enum mv_dirty_backend b);
+/* Is this backend usable on this kernel (probed once)? */
+bool mv_dirty_backend_available(enum mv_dirty_backend b);
+/* Collects the pages written since the last sync (or start) and re-arms, in
+ * as few syscalls as the backend allows. *ndirty gets the total count. */
+int mv_dirty_sync(struct mv_dirty_log *log, uint64_t *ndirty, struct mv_error **err) MV_MUST_CHECK;
+/* The bitmap of region i from the last sync (bit p = page p of the region,
+ * 64 pages per word); valid until the next sync or stop. */
+const uint64_t *mv_dirty_bitmap(const struct mv_dirty_log *log, unsigned region, uint64_t *npages);
+
+#endif
