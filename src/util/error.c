@@ -49,7 +49,15 @@ void mv_err_prefix(struct mv_error **err, const char *fmt, ...)
 	vsnprintf(pre, sizeof(pre), fmt, ap);
 	va_end(ap);
 	memcpy(old, (*err)->msg, sizeof(old));
-	snprintf((*err)->msg, sizeof((*err)->msg), "%s: %s", pre, old);
+	size_t n = strlen(pre);
+	if (n > sizeof(old) - 3)
+		n = sizeof(old) - 3;
+	memcpy((*err)->msg, pre, n);
+	memcpy((*err)->msg + n, ": ", 2);
+	size_t rest = sizeof(old) - n - 3;
+	size_t m = strnlen(old, rest);
+	memcpy((*err)->msg + n + 2, old, m);
+	(*err)->msg[n + 2 + m] = '\0';
 }
 
 void mv_error_free(struct mv_error *e)

@@ -1,0 +1,120 @@
+/* The daemon's HTTP/1.1 + JSON API on a Unix socket (/v1): routing, strict
+ * request decoding, response encoding, error mapping. memvisord plugs its VM
+ * manager in through struct mv_api_backend; the api module never reaches into
+ * the daemon. Spec: docs/api/openapi.yaml. */
+#ifndef MEMVISOR_API_H
+#define MEMVISOR_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "memvisor/error.h"
+#include "memvisor/mem.h"
+#include "memvisor/vm.h"
+
+#define MV_API_MAX_BODY (64 * 1024)
+#define MV_NAME_MAX 63
+#define MV_ID_LEN 16   /* hex chars of a VM id */
+
+enum mv_vm_state {
+	MV_VM_CREATING, MV_VM_RUNNING, MV_VM_PAUSED, MV_VM_STOPPED, MV_VM_CRASHED, MV_VM__COUNT
+};
+const char *mv_vm_state_name(enum mv_vm_state s);
+
+/* POST /v1/vms body, decoded and validated field by field. */
+struct mv_vm_spec {
+	char name[MV_NAME_MAX + 1];   /* [a-z0-9][a-z0-9_.-]*, 1..63 chars */
+	uint64_t memory;              /* bytes, page aligned, > 0 */
+	uint32_t vcpus;               /* 1..MV_MAX_VCPUS, default 1 */
+	enum mv_mem_backing backing;  /* "auto" (default) | "4k" | "hugetlb" */
+	struct mv_wl_params workload; /* kind required; others default per kind */
+};
+
+/* Everything the API shows about one VM. */
+struct mv_vm_info {
+	char id[MV_ID_LEN + 1];
+	char name[MV_NAME_MAX + 1];
+	enum mv_vm_state state;
+	uint64_t memory;
+	uint32_t vcpus;
+	enum mv_mem_backing backing;
+	struct mv_wl_params workload;
+	int32_t pid;                  /* VMM pid, 0 when none */
+	uint64_t created_at;          /* unix seconds */
+	/* exit of the VMM when stopped/crashed: */
+	int32_t exit_code;            /* -1 when killed by a signal or unknown */
+	int32_t exit_signal;          /* 0 when none */
+	char exit_reason[128];        /* human: "killed by signal 9 (Killed)" */
+	/* live stats from the VMM (0 when not running): */
+	uint64_t ops_done;
+	uint64_t resident_bytes;      /* guest pages actually backed */
+	uint64_t dirty_pages_total;
+	double dirty_rate;            /* pages/s over the last sampling interval */
+	char dirty_backend[16];
+};
+
+struct mv_host_info {
+	char version[32];
+	char hostname[64];
+	char state_dir[256];
+	uint64_t memory_capacity;     /* bytes of guest RAM this host admits */
+	uint64_t memory_used;         /* sum of admitted VMs' memory */
+	uint64_t hugepages_free;      /* 2 MiB pages */
+	char dirty_backend[16];       /* what AUTO picks on this kernel */
+	uint32_t vms;
+};
+
+struct mv_verify_result {
+	bool ok;
+	uint64_t ops_done;
+	uint64_t elapsed_us;
+	char message[256];            /* why it failed, "" when ok */
+};
+
+enum mv_vm_action { MV_VM_PAUSE, MV_VM_RESUME, MV_VM_STOP };
+
+/* Implemented by memvisord. Every call returns 0 or -errno with *err set;
+ * errors map to HTTP as: -EINVAL 400, -ENOENT 404, -EEXIST/-EBUSY 409,
+ * -ENOSPC 422 (does not fit), -E2BIG 413, others 500. `ref` is an id or a name.
+ * Calls may come from the API's thread concurrently with the daemon's own. */
+struct mv_api_backend {
+	int (*vm_create)(void *ctx, const struct mv_vm_spec *spec, struct mv_vm_info *out,
+			 struct mv_error **err);
+	/* *out is malloc'ed, the caller frees it. */
+	int (*vm_list)(void *ctx, struct mv_vm_info **out, size_t *n, struct mv_error **err);
+	int (*vm_get)(void *ctx, const char *ref, struct mv_vm_info *out, struct mv_error **err);
+	int (*vm_action)(void *ctx, const char *ref, enum mv_vm_action a, struct mv_vm_info *out,
+			 struct mv_error **err);
+	int (*vm_verify)(void *ctx, const char *ref, struct mv_verify_result *out,
+			 struct mv_error **err);
+	/* force: stop a running VM first; else -EBUSY while it runs. */
+	int (*vm_delete)(void *ctx, const char *ref, bool force, struct mv_error **err);
+	int (*host_get)(void *ctx, struct mv_host_info *out, struct mv_error **err);
+	/* Prometheus text exposition; *text malloc'ed, caller frees. */
+	int (*metrics)(void *ctx, char **text, struct mv_error **err);
+};
+
+struct mv_api_server;
+
+/* Listens on a Unix socket at sock_path (replacing a stale socket file, mode
+ * 0660) and serves requests on the API's own thread until stopped. be and ctx
+ * must outlive the server. */
+int mv_api_server_start(const char *sock_path, const struct mv_api_backend *be, void *ctx,
+			struct mv_api_server **out, struct mv_error **err) MV_MUST_CHECK;
+void mv_api_server_stop(struct mv_api_server *s);
+
+/* Codecs, exposed for the CLI, the tests and the fuzz targets. */
+/* Decodes a POST /v1/vms body: rejects malformed JSON, unknown fields, wrong
+ * types, out-of-range values; errors name the field ("workload.rate"). */
+int mv_api_decode_vm_spec(const char *body, size_t len, struct mv_vm_spec *out,
+			  struct mv_error **err) MV_MUST_CHECK;
+/* Validates a VM name. */
+bool mv_api_name_valid(const char *name);
+/* JSON text of a VM / host / verify result / error; malloc'ed. */
+char *mv_api_encode_vm(const struct mv_vm_info *vm);
+char *mv_api_encode_host(const struct mv_host_info *h);
+char *mv_api_encode_verify(const struct mv_verify_result *r);
+char *mv_api_encode_error(int http_status, const struct mv_error *e, int code);
+int mv_api_http_status(int code);
+
+#endif

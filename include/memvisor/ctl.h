@@ -1,0 +1,135 @@
+/* The control channel between memvisord and a memvisor-vmm process: typed,
+ * checksummed frames over a Unix stream socket, memfds riding along with
+ * SCM_RIGHTS. The daemon connects to the socket the VMM listens on, so a
+ * restarted daemon can reconnect and re-adopt the VM. Wire format:
+ * docs/formats/control-channel.md. */
+#ifndef MEMVISOR_CTL_H
+#define MEMVISOR_CTL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "memvisor/error.h"
+#include "memvisor/mem.h"
+#include "memvisor/vm.h"
+
+#define MV_CTL_MAGIC 0x4343564dU   /* "MVCC" */
+#define MV_CTL_VERSION 1
+#define MV_CTL_TRAILER 0x21444e45U /* "END!" */
+#define MV_CTL_MAX_PAYLOAD 4096
+#define MV_CTL_MAX_FDS MV_MEM_MAX_REGIONS
+
+enum mv_ctl_type {
+	MV_CTL_HELLO = 1,     /* vmm -> daemon on accept: who am I */
+	MV_CTL_SETUP,         /* daemon -> vmm: RAM layout (+fds), vCPUs, workload */
+	MV_CTL_STATUS,        /* state and stats */
+	MV_CTL_PAUSE,
+	MV_CTL_RESUME,
+	MV_CTL_STOP,          /* vCPUs stop, the VMM exits 0 after replying */
+	MV_CTL_VERIFY,
+	MV_CTL_GET_MEM,       /* reply carries the layout and its fds (re-adoption) */
+	MV_CTL__COUNT
+};
+
+#define MV_CTL_F_REPLY 1u
+
+/* 32-byte frame header, little-endian; payload, then a u32 trailer follow. */
+struct mv_ctl_hdr {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t type;
+	uint32_t seq;
+	int32_t status;        /* replies: 0 or -errno */
+	uint32_t payload_len;
+	uint16_t nfds;
+	uint16_t flags;        /* MV_CTL_F_REPLY */
+	uint32_t payload_crc;  /* crc32c of the payload */
+	uint32_t hdr_crc;      /* crc32c of the 28 bytes above */
+};
+
+enum mv_vmm_state { MV_VMM_WAITING = 0, MV_VMM_RUNNING, MV_VMM_PAUSED, MV_VMM_STOPPING };
+
+struct mv_ctl_hello {
+	char vm_id[24];
+	int32_t pid;
+	uint32_t state;        /* enum mv_vmm_state */
+	uint32_t ready;        /* 1 once SETUP was applied */
+	uint32_t pad;
+};
+
+struct mv_ctl_region {
+	uint64_t gpa;
+	uint64_t size;
+	uint32_t flags;
+	uint32_t pad;
+};
+
+struct mv_ctl_setup {
+	uint32_t nregions;     /* == frame nfds */
+	uint32_t nvcpus;
+	uint32_t start_paused;
+	uint32_t dirty_tracking;
+	struct mv_wl_params wl;
+	struct mv_ctl_region regions[MV_MEM_MAX_REGIONS];
+};
+
+struct mv_ctl_status {
+	uint32_t state;        /* enum mv_vmm_state */
+	uint32_t nvcpus;
+	uint64_t ops_done;
+	uint64_t dirty_pages_total;
+	uint64_t dirty_rate_milli;   /* pages/s * 1000 */
+	char dirty_backend[16];
+};
+
+struct mv_ctl_verify {
+	uint32_t ok;
+	uint32_t pad;
+	uint64_t ops_done;
+	uint64_t elapsed_us;
+	char message[256];
+};
+
+struct mv_ctl_mem {
+	uint32_t nregions;
+	uint32_t pad;
+	struct mv_ctl_region regions[MV_MEM_MAX_REGIONS];
+};
+
+/* A decoded frame. */
+struct mv_ctl_msg {
+	uint16_t type;
+	uint16_t flags;
+	uint32_t seq;
+	int32_t status;
+	uint32_t payload_len;
+	uint8_t payload[MV_CTL_MAX_PAYLOAD];
+	unsigned nfds;
+	int fds[MV_CTL_MAX_FDS];     /* owned by the message once received */
+};
+
+uint32_t mv_crc32c(uint32_t crc, const void *buf, size_t len);
+
+/* Encodes header+payload+trailer into buf (cap bytes); returns the length or -errno. */
+int mv_ctl_encode(const struct mv_ctl_msg *m, uint8_t *buf, size_t cap);
+/* Validates a header (magic, version, type, length, fd count, crc). */
+int mv_ctl_decode_hdr(const uint8_t *buf, size_t len, struct mv_ctl_hdr *out,
+		      struct mv_error **err) MV_MUST_CHECK;
+/* Decodes a whole frame (header, payload, trailer, payload size per type). */
+int mv_ctl_decode(const uint8_t *buf, size_t len, struct mv_ctl_msg *out,
+		  struct mv_error **err) MV_MUST_CHECK;
+/* Checks the payload of a decoded message against its type: exact size,
+ * enums in range, NUL-terminated strings, region counts matching nfds. */
+int mv_ctl_validate_payload(const struct mv_ctl_msg *m, struct mv_error **err) MV_MUST_CHECK;
+
+/* Socket I/O: one frame each way. recv owns any fds it returns (closes them on error). */
+int mv_ctl_send(int sock, const struct mv_ctl_msg *m) MV_MUST_CHECK;
+int mv_ctl_recv(int sock, struct mv_ctl_msg *m, int timeout_ms, struct mv_error **err) MV_MUST_CHECK;
+/* Sends a request and waits for its reply (matching seq). */
+int mv_ctl_call(int sock, struct mv_ctl_msg *req, struct mv_ctl_msg *reply, int timeout_ms,
+		struct mv_error **err) MV_MUST_CHECK;
+void mv_ctl_msg_close_fds(struct mv_ctl_msg *m);
+/* Fills m as a request/reply of type with a payload copy. */
+void mv_ctl_msg_init(struct mv_ctl_msg *m, uint16_t type, const void *payload, uint32_t len);
+
+#endif

@@ -1,0 +1,89 @@
+/* Private interface of the memvisor CLI (src/cli/): the context every command
+ * gets, the HTTP client over the daemon's Unix socket (client.c), output
+ * helpers (output.c), the aligned table printer (table.c) and the command
+ * entry points. Commands return a process exit status (enum mv_cli_exit);
+ * everything else returns 0 or a negative errno. */
+#ifndef MEMVISOR_CLI_I_H
+#define MEMVISOR_CLI_I_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <jansson.h>
+#include "memvisor/error.h"
+
+#define MV_CLI_DEFAULT_SOCKET "/run/memvisor/memvisord.sock"
+#define MV_CLI_SOCKET_ENV "MEMVISOR_SOCKET"
+
+/* Per-request overall timeouts (seconds); connecting always gives up after 5 s. */
+#define MV_CLI_TIMEOUT_SHORT 30
+#define MV_CLI_TIMEOUT_LONG 120   /* create, stop, forced rm: VMM start/teardown */
+#define MV_CLI_TIMEOUT_VERIFY 600 /* verify walks all of guest RAM */
+
+enum mv_cli_exit { MV_CLI_OK = 0, MV_CLI_FAIL = 1, MV_CLI_USAGE = 2 };
+
+/* Resolved once in main(); read-only afterwards. */
+struct mv_cli {
+	const char *socket;   /* never NULL */
+	bool socket_explicit; /* from --socket or $MEMVISOR_SOCKET, not the default */
+};
+
+struct mv_cli_resp {
+	long status;  /* HTTP status, 0 when no answer arrived */
+	char *body;   /* NUL-terminated, malloc'ed (may be empty) */
+	size_t len;
+	json_t *json; /* parsed body, set by mv_cli_call when want_json */
+};
+
+/* Sends one request to the daemon; body (may be NULL) is sent as JSON.
+ * Transport failures (no daemon, timeout, truncated answer) are printed to
+ * stderr and returned as -errno. Any HTTP status counts as success here.
+ * The caller frees *out with mv_cli_resp_free() in every case. */
+int mv_cli_request(const struct mv_cli *cli, const char *method, const char *path,
+		   const json_t *body, long timeout_s, struct mv_cli_resp *out) MV_MUST_CHECK;
+/* mv_cli_request, then: a non-2xx status prints the API error and returns
+ * -EREMOTEIO (out->status tells which); with want_json a 2xx body must be a
+ * JSON object (else printed, -EPROTO) and lands in out->json. */
+int mv_cli_call(const struct mv_cli *cli, const char *method, const char *path,
+		const json_t *body, long timeout_s, bool want_json,
+		struct mv_cli_resp *out) MV_MUST_CHECK;
+void mv_cli_resp_free(struct mv_cli_resp *r);
+/* "/v1/vms/<escaped ref><suffix>", malloc'ed; NULL only on OOM. */
+char *mv_cli_vm_path(const char *ref, const char *suffix);
+
+/* output.c */
+void mv_cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void mv_cli_hint(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints "memvisor: <cmd>: <msg>" and a pointer to --help; returns MV_CLI_USAGE. */
+int mv_cli_usage_err(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Reports a getopt failure (unknown option / missing argument); returns MV_CLI_USAGE. */
+int mv_cli_getopt_err(const char *cmd, int c, char *const argv[]);
+int mv_cli_print_json(const json_t *j);
+/* Lenient accessors: a missing or mistyped member yields dflt / false. */
+const char *mv_cli_jstr(const json_t *o, const char *key, const char *dflt);
+bool mv_cli_jint(const json_t *o, const char *key, long long *out);
+bool mv_cli_jnum(const json_t *o, const char *key, double *out);
+/* A size member (integer bytes, or a string as given) as "512.0 MiB" into buf. */
+const char *mv_cli_jsize(const json_t *o, const char *key, char *buf, size_t len);
+/* Prints "label:" padded to width, then the formatted value. */
+void mv_cli_kv(int width, const char *label, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* table.c */
+struct mv_table;
+/* headers: ncols column titles; right: per column, true = right-aligned. */
+struct mv_table *mv_table_new(size_t ncols, const char *const *headers, const bool *right);
+/* Copies ncols cells (NULL prints "-"). Returns 0 or -ENOMEM. */
+int mv_table_add(struct mv_table *t, const char *const *cells) MV_MUST_CHECK;
+void mv_table_print(const struct mv_table *t, FILE *f);
+void mv_table_free(struct mv_table *t);
+
+/* Commands: argv[0] is the command's own name. */
+int mv_cli_cmd_vm(const struct mv_cli *cli, int argc, char **argv);
+int mv_cli_cmd_vm_create(const struct mv_cli *cli, int argc, char **argv);
+int mv_cli_cmd_host(const struct mv_cli *cli, int argc, char **argv);
+int mv_cli_cmd_metrics(const struct mv_cli *cli, int argc, char **argv);
+int mv_cli_cmd_daemon(const struct mv_cli *cli, int argc, char **argv);
+
+#endif

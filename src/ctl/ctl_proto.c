@@ -1,0 +1,204 @@
+/* Control-channel frame codec: the one place that knows the wire layout
+ * (docs/formats/control-channel.md). Pure functions over byte buffers, so the
+ * fuzz target and tests reach them without sockets. */
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+#include "memvisor/ctl.h"
+
+#define HDR_LEN 32u
+#define TRAILER_LEN 4u
+
+static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static void put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+int mv_ctl_encode(const struct mv_ctl_msg *m, uint8_t *buf, size_t cap)
+{
+	if (m->payload_len > MV_CTL_MAX_PAYLOAD || m->nfds > MV_CTL_MAX_FDS)
+		return -EINVAL;
+	size_t total = HDR_LEN + m->payload_len + TRAILER_LEN;
+	if (cap < total)
+		return -ENOBUFS;
+	put32(buf, MV_CTL_MAGIC);
+	put16(buf + 4, MV_CTL_VERSION);
+	put16(buf + 6, m->type);
+	put32(buf + 8, m->seq);
+	put32(buf + 12, (uint32_t)m->status);
+	put32(buf + 16, m->payload_len);
+	put16(buf + 20, (uint16_t)m->nfds);
+	put16(buf + 22, m->flags);
+	put32(buf + 24, mv_crc32c(0, m->payload, m->payload_len));
+	put32(buf + 28, mv_crc32c(0, buf, 28));
+	memcpy(buf + HDR_LEN, m->payload, m->payload_len);
+	put32(buf + HDR_LEN + m->payload_len, MV_CTL_TRAILER);
+	return (int)total;
+}
+
+int mv_ctl_decode_hdr(const uint8_t *buf, size_t len, struct mv_ctl_hdr *h, struct mv_error **err)
+{
+	if (len < HDR_LEN)
+		return mv_err(err, -EPROTO, "control frame: %zu bytes is shorter than a header", len);
+	h->magic = get32(buf);
+	h->version = get16(buf + 4);
+	h->type = get16(buf + 6);
+	h->seq = get32(buf + 8);
+	h->status = (int32_t)get32(buf + 12);
+	h->payload_len = get32(buf + 16);
+	h->nfds = get16(buf + 20);
+	h->flags = get16(buf + 22);
+	h->payload_crc = get32(buf + 24);
+	h->hdr_crc = get32(buf + 28);
+	if (h->magic != MV_CTL_MAGIC)
+		return mv_err(err, -EPROTO, "control frame: bad magic 0x%08x", h->magic);
+	if (h->hdr_crc != mv_crc32c(0, buf, 28))
+		return mv_err(err, -EBADMSG, "control frame: header checksum mismatch");
+	if (h->version != MV_CTL_VERSION)
+		return mv_err(err, -EPROTONOSUPPORT, "control frame: version %u, expected %u",
+			      h->version, MV_CTL_VERSION);
+	if (h->type == 0 || h->type >= MV_CTL__COUNT)
+		return mv_err(err, -EPROTO, "control frame: unknown type %u", h->type);
+	if (h->flags & ~MV_CTL_F_REPLY)
+		return mv_err(err, -EPROTO, "control frame: unknown flags 0x%x", h->flags);
+	if (h->payload_len > MV_CTL_MAX_PAYLOAD)
+		return mv_err(err, -EMSGSIZE, "control frame: payload %u bytes exceeds %u",
+			      h->payload_len, MV_CTL_MAX_PAYLOAD);
+	if (h->nfds > MV_CTL_MAX_FDS)
+		return mv_err(err, -EPROTO, "control frame: %u fds exceeds %u", h->nfds, MV_CTL_MAX_FDS);
+	if (h->status > 0 || h->status < -4095)
+		return mv_err(err, -EPROTO, "control frame: status %d is not 0 or -errno", h->status);
+	if (h->status != 0 && !(h->flags & MV_CTL_F_REPLY))
+		return mv_err(err, -EPROTO, "control frame: a request carries a status");
+	return 0;
+}
+
+/* Payload size each type must carry: requests / replies. */
+static uint32_t expected_len(uint16_t type, bool reply)
+{
+	switch (type) {
+	case MV_CTL_HELLO: return reply ? 0 : sizeof(struct mv_ctl_hello);
+	case MV_CTL_SETUP: return reply ? 0 : sizeof(struct mv_ctl_setup);
+	case MV_CTL_STATUS: return reply ? sizeof(struct mv_ctl_status) : 0;
+	case MV_CTL_VERIFY: return reply ? sizeof(struct mv_ctl_verify) : 0;
+	case MV_CTL_GET_MEM: return reply ? sizeof(struct mv_ctl_mem) : 0;
+	default: return 0;
+	}
+}
+
+static bool has_nul(const char *s, size_t cap)
+{
+	return memchr(s, '\0', cap) != NULL;
+}
+
+static int check_regions(const struct mv_ctl_region *r, uint32_t n, unsigned nfds,
+			 struct mv_error **err)
+{
+	if (n == 0 || n > MV_MEM_MAX_REGIONS || n != nfds)
+		return mv_err(err, -EPROTO, "control frame: %u regions with %u fds", n, nfds);
+	struct mv_mem_layout l = {.n = n};
+	for (uint32_t i = 0; i < n; i++) {
+		l.r[i].gpa = r[i].gpa;
+		l.r[i].size = r[i].size;
+		l.r[i].flags = r[i].flags;
+		l.r[i].fd = -1;
+	}
+	return mv_mem_layout_validate(&l, false, err);
+}
+
+int mv_ctl_validate_payload(const struct mv_ctl_msg *m, struct mv_error **err)
+{
+	bool reply = m->flags & MV_CTL_F_REPLY;
+	uint32_t want = expected_len(m->type, reply);
+	if (reply && m->status != 0)
+		want = 0;   /* error replies carry nothing */
+	if (m->payload_len != want)
+		return mv_err(err, -EPROTO, "control frame type %u: payload %u bytes, expected %u",
+			      m->type, m->payload_len, want);
+	bool fds_ok = (m->type == MV_CTL_SETUP && !reply) ||
+		      (m->type == MV_CTL_GET_MEM && reply && m->status == 0);
+	if (m->nfds && !fds_ok)
+		return mv_err(err, -EPROTO, "control frame type %u carries fds", m->type);
+	if (want == 0)
+		return 0;
+	switch (m->type) {
+	case MV_CTL_HELLO: {
+		struct mv_ctl_hello h;
+		memcpy(&h, m->payload, sizeof(h));
+		if (!has_nul(h.vm_id, sizeof(h.vm_id)) || h.pid <= 0 || h.state > MV_VMM_STOPPING ||
+		    h.ready > 1)
+			return mv_err(err, -EPROTO, "control HELLO: bad field");
+		return 0;
+	}
+	case MV_CTL_SETUP: {
+		struct mv_ctl_setup s;
+		memcpy(&s, m->payload, sizeof(s));
+		if (s.nvcpus == 0 || s.nvcpus > MV_MAX_VCPUS || s.start_paused > 1 ||
+		    s.dirty_tracking > 1 || s.wl.kind >= MV_WL__COUNT || s.wl.pattern >= MV_PAT__COUNT)
+			return mv_err(err, -EPROTO, "control SETUP: bad field");
+		return check_regions(s.regions, s.nregions, m->nfds, err);
+	}
+	case MV_CTL_STATUS: {
+		struct mv_ctl_status s;
+		memcpy(&s, m->payload, sizeof(s));
+		if (s.state > MV_VMM_STOPPING || s.nvcpus > MV_MAX_VCPUS ||
+		    !has_nul(s.dirty_backend, sizeof(s.dirty_backend)))
+			return mv_err(err, -EPROTO, "control STATUS: bad field");
+		return 0;
+	}
+	case MV_CTL_VERIFY: {
+		struct mv_ctl_verify v;
+		memcpy(&v, m->payload, sizeof(v));
+		if (v.ok > 1 || !has_nul(v.message, sizeof(v.message)))
+			return mv_err(err, -EPROTO, "control VERIFY: bad field");
+		return 0;
+	}
+	case MV_CTL_GET_MEM: {
+		struct mv_ctl_mem g;
+		memcpy(&g, m->payload, sizeof(g));
+		return check_regions(g.regions, g.nregions, m->nfds, err);
+	}
+	default:
+		return 0;
+	}
+}
+
+int mv_ctl_decode(const uint8_t *buf, size_t len, struct mv_ctl_msg *out, struct mv_error **err)
+{
+	struct mv_ctl_hdr h;
+	int r = mv_ctl_decode_hdr(buf, len, &h, err);
+	if (r < 0)
+		return r;
+	if (len != HDR_LEN + (size_t)h.payload_len + TRAILER_LEN)
+		return mv_err(err, -EPROTO, "control frame: %zu bytes, header says %u", len,
+			      HDR_LEN + h.payload_len + TRAILER_LEN);
+	if (mv_crc32c(0, buf + HDR_LEN, h.payload_len) != h.payload_crc)
+		return mv_err(err, -EBADMSG, "control frame: payload checksum mismatch");
+	if (get32(buf + HDR_LEN + h.payload_len) != MV_CTL_TRAILER)
+		return mv_err(err, -EPROTO, "control frame: missing end marker");
+	out->type = h.type;
+	out->flags = h.flags;
+	out->seq = h.seq;
+	out->status = h.status;
+	out->payload_len = h.payload_len;
+	memcpy(out->payload, buf + HDR_LEN, h.payload_len);
+	out->nfds = h.nfds;
+	return mv_ctl_validate_payload(out, err);
+}
+
+void mv_ctl_msg_init(struct mv_ctl_msg *m, uint16_t type, const void *payload, uint32_t len)
+{
+	memset(m, 0, offsetof(struct mv_ctl_msg, payload));
+	m->type = type;
+	m->payload_len = len;
+	if (len)
+		memcpy(m->payload, payload, len);
+	m->nfds = 0;
+}

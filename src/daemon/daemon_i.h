@@ -1,0 +1,83 @@
+/* memvisord internals: the VM manager (vmmgr.c) behind the API, its SQLite
+ * state (state.c), VMM processes (vmm_proc.c), the watcher thread (watch.c),
+ * host facts (host.c) and /metrics (metrics.c). */
+#ifndef MEMVISOR_DAEMON_I_H
+#define MEMVISOR_DAEMON_I_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include "memvisor/api.h"
+#include "memvisor/ctl.h"
+#include "memvisor/mem.h"
+
+struct dvm {
+	struct mv_vm_info info;      /* what the API shows; persistent part lives in SQLite */
+	struct mv_mem_layout mem;    /* guest RAM fds the daemon owns; n = 0 when released */
+	int ctl;                     /* control socket to the VMM, -1 when none */
+	uint32_t seq;
+	bool stop_requested;
+	uint64_t minflt, majflt;     /* VMM page faults */
+	char dir[PATH_MAX];          /* <state>/vms/<id> */
+};
+
+struct daemon_cfg {
+	const char *socket_path;
+	const char *state_dir;
+	const char *vmm_path;
+	uint64_t mem_capacity;
+};
+
+struct vmmgr {
+	struct daemon_cfg cfg;
+	pthread_mutex_t lock;        /* guards everything below; held across control calls */
+	sqlite3 *db;
+	struct dvm **vms;
+	size_t nvms, cap;
+	pthread_t watcher;
+	bool quit;
+	pthread_cond_t quit_cv;
+	uint64_t vmm_crashes;
+};
+
+/* state.c */
+int state_open(struct vmmgr *m, struct mv_error **err);
+void state_close(struct vmmgr *m);
+int state_insert(struct vmmgr *m, const struct mv_vm_info *vm, struct mv_error **err);
+int state_update(struct vmmgr *m, const struct mv_vm_info *vm);
+int state_delete(struct vmmgr *m, const char *id);
+/* Loads every VM row; *out malloc'ed. */
+int state_load(struct vmmgr *m, struct mv_vm_info **out, size_t *n, struct mv_error **err);
+
+/* vmm_proc.c */
+int vmm_spawn(struct vmmgr *m, struct dvm *vm, struct mv_error **err);
+int vmm_connect(struct dvm *vm, int timeout_ms, struct mv_ctl_hello *hello, struct mv_error **err);
+int vmm_call(struct dvm *vm, uint16_t type, const void *payload, uint32_t len, const int *fds,
+	     unsigned nfds, struct mv_ctl_msg *reply, int timeout_ms, struct mv_error **err);
+/* Reads <dir>/exit into info's exit fields; waits up to wait_ms for it. */
+bool vmm_read_exit(struct dvm *vm, int wait_ms);
+void vmm_kill(struct dvm *vm);
+
+/* vmmgr.c */
+int vmmgr_init(struct vmmgr *m, const struct daemon_cfg *cfg, struct mv_error **err);
+void vmmgr_fini(struct vmmgr *m);
+extern const struct mv_api_backend vmmgr_backend;
+/* Called with m->lock held: the VMM is gone; record how and release its RAM. */
+void vmmgr_vm_exited(struct vmmgr *m, struct dvm *vm);
+uint64_t vmmgr_used(struct vmmgr *m);
+
+/* watch.c */
+int watch_start(struct vmmgr *m);
+void watch_stop(struct vmmgr *m);
+void watch_refresh(struct vmmgr *m, struct dvm *vm);
+
+/* host.c */
+uint64_t host_mem_total(void);
+uint64_t host_hugepages_free(void);
+int host_random_id(char *out, size_t len);
+
+/* metrics.c */
+char *metrics_render(struct vmmgr *m);
+
+#endif

@@ -1,0 +1,163 @@
+/* memvisor-vmm's side of the control channel: listens on its socket, greets
+ * each daemon connection with HELLO, answers requests one at a time. A daemon
+ * that goes away only closes its connection; the VM runs on until the next. */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include "memvisor/util.h"
+#include "vmm_i.h"
+
+static int listen_on(const char *path)
+{
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(a.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(a.sun_path, path);
+	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return -errno;
+	unlink(path);
+	if (bind(s, (struct sockaddr *)&a, sizeof(a)) < 0 || chmod(path, 0600) < 0 ||
+	    listen(s, 4) < 0) {
+		int e = -errno;
+		close(s);
+		return e;
+	}
+	return s;
+}
+
+static void reply(int c, const struct mv_ctl_msg *req, int status, const void *payload, uint32_t len,
+		  const int *fds, unsigned nfds)
+{
+	struct mv_ctl_msg m;
+	mv_ctl_msg_init(&m, req->type, status == 0 ? payload : NULL, status == 0 ? len : 0);
+	m.seq = req->seq;
+	m.flags = MV_CTL_F_REPLY;
+	m.status = status;
+	if (status == 0 && nfds) {
+		memcpy(m.fds, fds, sizeof(int) * nfds);
+		m.nfds = nfds;
+	}
+	if (mv_ctl_send(c, &m) < 0)
+		mv_log(MV_LOG_WARN, "control reply type %u not sent", req->type);
+}
+
+/* Handles one request; returns 1 when the VMM must exit. */
+static int handle(struct vmm *v, int c, struct mv_ctl_msg *req)
+{
+	struct mv_error *err = NULL;
+	int r = 0;
+	switch (req->type) {
+	case MV_CTL_SETUP: {
+		struct mv_ctl_setup s;
+		memcpy(&s, req->payload, sizeof(s));
+		r = vmm_setup(v, &s, req->fds, req->nfds, &err);
+		if (r < 0)
+			mv_log(MV_LOG_ERROR, "setup refused: %s", mv_error_msg(err, r));
+		mv_error_free(err);
+		mv_ctl_msg_close_fds(req);    /* the mapping holds its own dups */
+		reply(c, req, r, NULL, 0, NULL, 0);
+		return 0;
+	}
+	case MV_CTL_STATUS: {
+		struct mv_ctl_status st;
+		vmm_status(v, &st);
+		reply(c, req, 0, &st, sizeof(st), NULL, 0);
+		return 0;
+	}
+	case MV_CTL_PAUSE:
+		reply(c, req, vmm_pause(v), NULL, 0, NULL, 0);
+		return 0;
+	case MV_CTL_RESUME:
+		reply(c, req, vmm_resume(v), NULL, 0, NULL, 0);
+		return 0;
+	case MV_CTL_VERIFY: {
+		struct mv_ctl_verify out;
+		vmm_verify(v, &out);
+		reply(c, req, 0, &out, sizeof(out), NULL, 0);
+		return 0;
+	}
+	case MV_CTL_GET_MEM: {
+		struct mv_ctl_mem out;
+		int fds[MV_MEM_MAX_REGIONS];
+		unsigned n = 0;
+		r = vmm_get_mem(v, &out, fds, &n);
+		reply(c, req, r, &out, sizeof(out), fds, n);
+		return 0;
+	}
+	case MV_CTL_STOP:
+		v->state = MV_VMM_STOPPING;
+		vmm_teardown(v);
+		reply(c, req, 0, NULL, 0, NULL, 0);
+		return 1;
+	default:
+		reply(c, req, -EOPNOTSUPP, NULL, 0, NULL, 0);
+		return 0;
+	}
+}
+
+static void hello(struct vmm *v, int c)
+{
+	struct mv_ctl_hello h = {.pid = (int32_t)getpid(), .state = v->state, .ready = v->ready};
+	snprintf(h.vm_id, sizeof(h.vm_id), "%s", v->id);
+	struct mv_ctl_msg m;
+	mv_ctl_msg_init(&m, MV_CTL_HELLO, &h, sizeof(h));
+	if (mv_ctl_send(c, &m) < 0)
+		mv_log(MV_LOG_WARN, "HELLO not sent");
+}
+
+int vmm_serve(struct vmm *v)
+{
+	int ls = listen_on(v->ctl_path);
+	if (ls < 0) {
+		mv_log(MV_LOG_ERROR, "listen on %s: %s", v->ctl_path, strerror(-ls));
+		return 1;
+	}
+	mv_log(MV_LOG_INFO, "vm %s: control channel on %s", v->id, v->ctl_path);
+	for (;;) {
+		int c = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+		if (c < 0) {
+			if (errno == EINTR)
+				continue;
+			mv_log(MV_LOG_ERROR, "accept: %s", strerror(errno));
+			return 1;
+		}
+		hello(v, c);
+		for (;;) {
+			/* A newer daemon connection replaces this one (the old daemon died). */
+			struct pollfd p[2] = {{.fd = c, .events = POLLIN}, {.fd = ls, .events = POLLIN}};
+			if (poll(p, 2, -1) < 0) {
+				if (errno == EINTR)
+					continue;
+				break;
+			}
+			if (p[1].revents & POLLIN && !(p[0].revents & POLLIN))
+				break;
+			struct mv_ctl_msg req;
+			struct mv_error *err = NULL;
+			int r = mv_ctl_recv(c, &req, 5000, &err);
+			if (r < 0) {
+				if (r != -EPIPE)
+					mv_log(MV_LOG_WARN, "control channel: %s", mv_error_msg(err, r));
+				mv_error_free(err);
+				break;
+			}
+			if (req.flags & MV_CTL_F_REPLY) {
+				mv_ctl_msg_close_fds(&req);
+				continue;
+			}
+			if (handle(v, c, &req)) {
+				close(c);
+				close(ls);
+				unlink(v->ctl_path);
+				return 0;
+			}
+		}
+		close(c);
+	}
+}

@@ -1,0 +1,69 @@
+# Shared helpers for the integration tests: a private daemon on a temp socket
+# and state dir, the CLI bound to it, JSON field extraction, and a cleanup
+# that kills every process the test started (daemon, VMMs, their monitors).
+# Needs: MV_BUILD (the build dir holding src/daemon/memvisord etc.).
+set -euo pipefail
+
+: "${MV_BUILD:?MV_BUILD must point at the build directory}"
+MVD=$MV_BUILD/src/daemon/memvisord
+MVCLI=$MV_BUILD/src/cli/memvisor
+T=$(mktemp -d /tmp/mvit.XXXXXX)
+SOCK=$T/api.sock
+STATE=$T/state
+DAEMON_PID=
+export MEMVISOR_SOCKET=$SOCK
+
+log() { echo "[$(date +%T)] $*" >&2; }
+fail() { echo "FAIL: $*" >&2; [ -f "$T/daemon.log" ] && tail -30 "$T/daemon.log" >&2; exit 1; }
+
+cleanup() {
+  local rc=$?
+  [ -n "$DAEMON_PID" ] && kill -9 "$DAEMON_PID" 2>/dev/null || true
+  pkill -9 -f -- "--ctl $STATE/" 2>/dev/null || true
+  sleep 0.2
+  if [ $rc -ne 0 ] && [ -d "$STATE/vms" ]; then
+    for f in "$STATE"/vms/*/vmm.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -20 "$f" >&2; }; done
+  fi
+  rm -rf "$T"
+  exit $rc
+}
+trap cleanup EXIT
+
+start_daemon() { # extra daemon flags
+  "$MVD" --socket "$SOCK" --state-dir "$STATE" "$@" >>"$T/daemon.log" 2>&1 &
+  DAEMON_PID=$!
+  for _ in $(seq 200); do
+    [ -S "$SOCK" ] && curl -sf --unix-socket "$SOCK" http://localhost/v1/host >/dev/null && return 0
+    kill -0 "$DAEMON_PID" 2>/dev/null || fail "daemon exited at start"
+    sleep 0.05
+  done
+  fail "daemon did not answer on $SOCK"
+}
+
+kill9_daemon() { kill -9 "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true; DAEMON_PID=; }
+
+mv() { "$MVCLI" "$@"; }
+
+# jget EXPR: evaluates a Python expression over the JSON on stdin, bound to j.
+jget() { python3 -c "import json,sys; j=json.load(sys.stdin); print($1)"; }
+
+# api METHOD PATH [BODY]: prints "STATUS BODY" for raw HTTP checks.
+api() {
+  local out
+  if [ $# -ge 3 ]; then
+    out=$(curl -s --unix-socket "$SOCK" -X "$1" -H 'Content-Type: application/json' \
+      --data-binary "$3" -w '\n%{http_code}' "http://localhost$2")
+  else
+    out=$(curl -s --unix-socket "$SOCK" -X "$1" -w '\n%{http_code}' "http://localhost$2")
+  fi
+  echo "$(tail -n1 <<<"$out") $(head -n -1 <<<"$out")"
+}
+
+# wait_for SECONDS CMD...: polls until CMD succeeds.
+wait_for() {
+  local secs=$1; shift
+  for _ in $(seq $((secs * 10))); do "$@" && return 0; sleep 0.1; done
+  return 1
+}
+
+vm_field() { mv vm show "$1" --json | jget "j$2"; }
