@@ -209,6 +209,14 @@ out:
 	return r;
 }
 
+static int by_age_then_name(const void *a, const void *b)
+{
+	const struct mv_vm_info *x = a, *y = b;
+	if (x->created_at != y->created_at)
+		return x->created_at < y->created_at ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
 static int vm_list(void *ctx, struct mv_vm_info **out, size_t *n, struct mv_error **err)
 {
 	struct vmmgr *m = ctx;
@@ -220,6 +228,7 @@ static int vm_list(void *ctx, struct mv_vm_info **out, size_t *n, struct mv_erro
 	for (size_t i = 0; i < m->nvms; i++)
 		(*out)[i] = m->vms[i]->info;
 	pthread_mutex_unlock(&m->lock);
+	qsort(*out, *n, sizeof(**out), by_age_then_name);
 	return 0;
 }
 

@@ -18,7 +18,7 @@ fail() { echo "FAIL: $*" >&2; [ -f "$T/daemon.log" ] && tail -30 "$T/daemon.log"
 
 cleanup() {
   local rc=$?
-  [ -n "$DAEMON_PID" ] && kill -9 "$DAEMON_PID" 2>/dev/null || true
+  [ -n "$DAEMON_PID" ] && { kill -9 "$DAEMON_PID"; wait "$DAEMON_PID"; } 2>/dev/null || true
   pkill -9 -f -- "--ctl $STATE/" 2>/dev/null || true
   sleep 0.2
   if [ $rc -ne 0 ] && [ -d "$STATE/vms" ]; then
@@ -40,7 +40,15 @@ start_daemon() { # extra daemon flags
   fail "daemon did not answer on $SOCK"
 }
 
-kill9_daemon() { kill -9 "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true; DAEMON_PID=; }
+kill9_daemon() { { kill -9 "$DAEMON_PID"; wait "$DAEMON_PID"; } 2>/dev/null || true; DAEMON_PID=; }
+
+# Stops the daemon with SIGTERM; it must exit 0 (under ASan: without leaks).
+term_daemon() {
+  kill -TERM "$DAEMON_PID"
+  local rc=0; wait "$DAEMON_PID" || rc=$?
+  DAEMON_PID=
+  [ $rc -eq 0 ] || fail "daemon exited $rc on SIGTERM"
+}
 
 mv() { "$MVCLI" "$@"; }
 

@@ -70,4 +70,12 @@ mv vm rm touch1
 mv vm rm kv1
 [ "$(mv vm ls --json | jget 'len(j["vms"])')" = 0 ] || fail "VMs left over"
 pgrep -f -- "--ctl $STATE/" && fail "VMM processes left over"
+
+log "a VM survives a clean daemon shutdown too"
+mv vm create last --memory 64M --workload memtouch --wss 1M >/dev/null
+term_daemon
+start_daemon --mem-capacity 8G
+mv vm verify last >/dev/null || fail "verify after SIGTERM restart"
+mv vm rm --force last
+term_daemon
 log "ok"
