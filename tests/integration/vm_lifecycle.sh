@@ -64,6 +64,8 @@ python3 -c "import sys; sys.exit(0 if $rate > 1000 else 1)" || fail "dirty rate 
 log "stop and remove"
 mv vm stop touch1 >/dev/null
 [ "$(vm_field touch1 '["state"]')" = stopped ] || fail "touch1 not stopped"
+# A clean exit (under ASan this also means: no leaks in the VMM).
+[ "$(vm_field touch1 '["exit"]["code"]')" = 0 ] || fail "VMM exit: $(vm_field touch1 '["exit"]')"
 mv vm rm idle1 2>/dev/null && fail "rm of a running VM needs --force"
 mv vm rm idle1 --force
 mv vm rm touch1
