@@ -22,9 +22,13 @@ struct mv_wl_params {
 	uint64_t seed;
 	uint64_t wss_bytes;   /* memtouch: working set per VM (split across vCPUs); kvstore: table bytes per VM */
 	uint64_t rate;        /* memtouch: pages dirtied/s per VM; kvstore: ops/s per VM; 0 = as fast as possible */
-	uint32_t put_pct;     /* kvstore: puts out of 100 ops (the rest are deletes) */
-	uint32_t hot_pct;     /* memtouch hot-cold: % of accesses hitting the hot 10 % */
+	uint32_t put_pct;     /* kvstore: puts out of 100 ops (the rest are deletes); 0 = default */
+	uint32_t hot_pct;     /* memtouch hot-cold: % of accesses hitting the hot 10 %; 0 = default */
 };
+
+/* Applied by mv_wl_states_init when put_pct / hot_pct are 0. */
+#define MV_WL_DEFAULT_PUT_PCT 70
+#define MV_WL_DEFAULT_HOT_PCT 90
 
 /* One vCPU's resumable workload state: small, fixed-size, serializable. */
 struct mv_wl_state {
@@ -53,10 +57,17 @@ const char *mv_wl_kind_name(uint32_t kind);
 int mv_wl_kind_parse(const char *name);                  /* -1 if unknown */
 const char *mv_wl_pattern_name(uint32_t pattern);
 int mv_wl_pattern_parse(const char *name);
-/* Validates params against a VM of ram_size bytes and nvcpus. */
+/* Validates params against a VM of ram_size bytes and nvcpus: kind, pattern,
+ * 0 < wss <= ram with at least a 4 KiB page per vCPU, rate 0 or >= nvcpus,
+ * put_pct and hot_pct <= 100 (idle checks only kind and nvcpus). Errors name
+ * the field: "workload.kind", "workload.wss", "workload.rate", ... */
 int mv_wl_params_validate(const struct mv_wl_params *p, uint64_t ram_size, uint32_t nvcpus,
 			  struct mv_error **err) MV_MUST_CHECK;
-/* Splits the VM's workload into per-vCPU states over disjoint slices of guest RAM. */
+/* Splits the VM's workload into per-vCPU states over disjoint slices of guest
+ * RAM (wss/nvcpus rounded down to pages, each inside one region, never in
+ * the 3G-4G hole), per-vCPU seeds and rate shares. Validates p first; fails
+ * with -ENOSPC ("workload.wss") when the slices do not fit the regions.
+ * Call ops->init on each state before the first run. */
 int mv_wl_states_init(const struct mv_wl_params *p, const struct mv_mem_layout *l, uint32_t nvcpus,
 		      struct mv_wl_state *states, struct mv_error **err) MV_MUST_CHECK;
 
@@ -80,7 +91,10 @@ struct mv_vcpus_stats {
 };
 
 /* Starts n vCPU threads, each running states[i] (copied). With start_paused
- * the threads park before their first op. m must outlive the handle. */
+ * the threads park before their first op. m and be must outlive the handle.
+ * The threads block all signals. Control calls (pause, resume, stop,
+ * get_states, verify) are serialized internally; get_stats and paused are
+ * cheap and callable from any thread. */
 int mv_vcpus_start(struct mv_guest_mem *m, const struct mv_exec_backend *be,
 		   const struct mv_wl_state *states, uint32_t n, bool start_paused,
 		   struct mv_vcpus **out, struct mv_error **err) MV_MUST_CHECK;
@@ -90,10 +104,13 @@ void mv_vcpus_resume(struct mv_vcpus *v);
 /* Joins the threads (pausing first); frees v. */
 void mv_vcpus_stop(struct mv_vcpus *v);
 bool mv_vcpus_paused(const struct mv_vcpus *v);
-/* Copies the current states (consistent only while paused). */
+/* Copies the current states; pauses around the copy when running, so the
+ * copy is always consistent (use it while paused for a state that stays current). */
 void mv_vcpus_get_states(struct mv_vcpus *v, struct mv_wl_state *states);
 void mv_vcpus_get_stats(struct mv_vcpus *v, struct mv_vcpus_stats *out);
-/* Throttles vCPUs to (100 - pct)% of their speed (auto-converge); 0 = off. */
+/* Throttles vCPUs to (100 - pct)% of their speed (auto-converge); 0 = off,
+ * capped at 99. Full-speed vCPUs sleep pct% of each 10 ms slice; paced vCPUs
+ * get their rate scaled by (100 - pct)%. */
 void mv_vcpus_set_throttle(struct mv_vcpus *v, unsigned pct);
 /* Verifies every vCPU's workload; pauses around the check when running.
  * Returns 0 when all match, -EIO with a message naming the first bad page/key. */
