@@ -19,6 +19,7 @@
 enum mv_vm_state {
 	MV_VM_CREATING, MV_VM_RUNNING, MV_VM_PAUSED, MV_VM_STOPPED, MV_VM_CRASHED, MV_VM__COUNT
 };
+/* "creating", "running", ...; "unknown" out of range. Static string. */
 const char *mv_vm_state_name(enum mv_vm_state s);
 
 /* POST /v1/vms body, decoded and validated field by field. */
@@ -96,25 +97,37 @@ struct mv_api_backend {
 
 struct mv_api_server;
 
-/* Listens on a Unix socket at sock_path (replacing a stale socket file, mode
- * 0660) and serves requests on the API's own thread until stopped. be and ctx
- * must outlive the server. */
+/* Listens on a Unix socket at sock_path (mode 0660) and serves requests on the
+ * API's own threads (one per connection, at most 64) until stopped. be and ctx
+ * must outlive the server; backend callbacks may run concurrently. A socket
+ * file nobody listens on is replaced; -EADDRINUSE when a live server answers
+ * there, -EEXIST when the path is not a socket, -ENAMETOOLONG past sun_path. */
 int mv_api_server_start(const char *sock_path, const struct mv_api_backend *be, void *ctx,
 			struct mv_api_server **out, struct mv_error **err) MV_MUST_CHECK;
+/* Waits for in-flight requests, closes the socket and removes its file (if it
+ * is still the one we created); frees s. NULL is a no-op. */
 void mv_api_server_stop(struct mv_api_server *s);
 
 /* Codecs, exposed for the CLI, the tests and the fuzz targets. */
-/* Decodes a POST /v1/vms body: rejects malformed JSON, unknown fields, wrong
- * types, out-of-range values; errors name the field ("workload.rate"). */
+/* Decodes a POST /v1/vms body: rejects malformed JSON (err->field "body", the
+ * message gives line and column), duplicate keys, unknown fields, wrong types,
+ * out-of-range values with -EINVAL; errors name the field ("workload.rate").
+ * Fills defaults (vcpus 1, backing auto, seed 1, pattern random, put_pct 70,
+ * hot_pct 90, wss per kind). *out is written only on success. */
 int mv_api_decode_vm_spec(const char *body, size_t len, struct mv_vm_spec *out,
 			  struct mv_error **err) MV_MUST_CHECK;
-/* Validates a VM name. */
+/* Validates a VM name: ^[a-z0-9][a-z0-9_.-]{0,62}$ (ids are valid names too). */
 bool mv_api_name_valid(const char *name);
-/* JSON text of a VM / host / verify result / error; malloc'ed. */
+/* JSON text of a VM / host / verify result / error; malloc'ed, the caller
+ * frees it with free(); NULL only when out of memory. encode_error takes the
+ * HTTP status, an optional error (NULL: message from code) and the negative
+ * errno shown as "code" (0: e->code). */
 char *mv_api_encode_vm(const struct mv_vm_info *vm);
 char *mv_api_encode_host(const struct mv_host_info *h);
 char *mv_api_encode_verify(const struct mv_verify_result *r);
 char *mv_api_encode_error(int http_status, const struct mv_error *e, int code);
+/* HTTP status of a backend/codec result: 0 200, -EINVAL 400, -ENOENT 404,
+ * -EEXIST/-EBUSY 409, -E2BIG 413, -ENOSPC 422, anything else 500. */
 int mv_api_http_status(int code);
 
 #endif

@@ -41,7 +41,11 @@ enum mv_mem_backing {
 
 /* Creates the memfds for ram_size bytes of guest RAM (sparse: nothing is
  * touched). The caller owns the fds in *out and closes them with
- * mv_mem_layout_close(). name labels the memfds (visible in /proc). */
+ * mv_mem_layout_close(). name labels the memfds (visible in /proc).
+ * RAM below MV_MEM_LOW_LIMIT goes to region 0 at gpa 0, the rest to region 1
+ * at MV_MEM_HIGH_BASE. The memfds are close-on-exec and sealed against
+ * shrinking and growing. ram_size must be a non-zero multiple of 4 KiB (2 MiB
+ * for hugetlb), at most MV_MEM_MAX_RAM: else -EINVAL naming field "memory". */
 int mv_mem_layout_create(uint64_t ram_size, const char *name, enum mv_mem_backing backing,
 			 struct mv_mem_layout *out, struct mv_error **err) MV_MUST_CHECK;
 void mv_mem_layout_close(struct mv_mem_layout *l);
@@ -62,21 +66,35 @@ struct mv_mem_region {
 	int fd;              /* owned by the mv_guest_mem (a dup of the layout's) */
 };
 
-/* Maps every region of l. The fds are dup'ed: the layout keeps its own.
- * Returns a handle freed by mv_guest_mem_unmap(). */
+/* Maps every region of l (validated first, fds included). The fds are
+ * dup'ed: the layout keeps its own. Returns a handle freed by
+ * mv_guest_mem_unmap(). 4 KiB regions are MAP_NORESERVE; hugetlb regions are
+ * reserved at map time, so a short pool fails here rather than with SIGBUS. */
 int mv_guest_mem_map(const struct mv_mem_layout *l, struct mv_guest_mem **out,
 		     struct mv_error **err) MV_MUST_CHECK;
 void mv_guest_mem_unmap(struct mv_guest_mem *m);
 unsigned mv_guest_mem_nregions(const struct mv_guest_mem *m);
 const struct mv_mem_region *mv_guest_mem_region(const struct mv_guest_mem *m, unsigned i);
 uint64_t mv_guest_mem_ram_size(const struct mv_guest_mem *m);
-/* GPA -> HVA for [gpa, gpa+len) lying inside one region, else NULL.
- * Binary search over the regions with a last-hit cache; thread-safe. */
+/* GPA -> HVA for [gpa, gpa+len) lying inside one region, else NULL (also
+ * when gpa + len wraps). len 0 is treated as 1. Binary search over the
+ * regions with a last-hit cache; thread-safe, lock-free. */
 void *mv_gpa_to_hva(struct mv_guest_mem *m, uint64_t gpa, uint64_t len);
 /* Index of the region holding gpa, or -1. */
 int mv_guest_mem_find(struct mv_guest_mem *m, uint64_t gpa);
 
-/* Dirty-page tracking over a mapped guest memory, at 4 KiB granularity. */
+/* Dirty-page tracking over a mapped guest memory, at 4 KiB granularity.
+ * UFFD_WP and SOFT_DIRTY see writes made through this process's mappings
+ * only; HASH compares contents, so it sees every writer (and reports a page
+ * rewritten with identical bytes as clean). UFFD_WP reports hugetlb regions
+ * a whole 2 MiB page at a time. One thread syncs a log; guest writers may
+ * run during a sync: a racing write is reported by that sync or the next
+ * (not guaranteed for SOFT_DIRTY, whose read and clear are two steps; it
+ * is also process-wide, so keep one soft-dirty log per process).
+ * Costs: UFFD_WP arms every page, populated or not, with a PTE marker, so a
+ * sparse guest pays its page tables up front (2 MiB per GiB of guest RAM,
+ * freed at unmap); HASH keeps 8 bytes per page and reads all of populated
+ * RAM on each sync (holes are skipped via SEEK_DATA). */
 enum mv_dirty_backend {
 	MV_DIRTY_AUTO,        /* best available, chosen at run time */
 	MV_DIRTY_UFFD_WP,     /* userfaultfd WP async + PAGEMAP_SCAN (kernel 6.7+) */
@@ -86,7 +104,11 @@ enum mv_dirty_backend {
 
 struct mv_dirty_log;
 
-/* Arms tracking: from now on writes are recorded. m must outlive the log. */
+/* Arms tracking: from now on writes are recorded. m must outlive the log.
+ * want MV_DIRTY_AUTO picks the first available of UFFD_WP, SOFT_DIRTY, HASH;
+ * an unavailable explicit choice fails with -EOPNOTSUPP. Free with
+ * mv_dirty_stop(). After stop, pages left write-protected take one cheap
+ * fault on their next write. */
 int mv_dirty_start(struct mv_guest_mem *m, enum mv_dirty_backend want,
 		   struct mv_dirty_log **out, struct mv_error **err) MV_MUST_CHECK;
 void mv_dirty_stop(struct mv_dirty_log *log);

@@ -1,0 +1,71 @@
+/* Private to src/api: the pieces server.c, router.c, routes.c and the codecs
+ * share. Nothing outside src/api includes this. */
+#ifndef MEMVISOR_API_I_H
+#define MEMVISOR_API_I_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include "memvisor/api.h"
+
+/* One request as the router sees it, after the body is fully received. */
+struct api_req {
+	const char *method;          /* "GET", "POST", ... (HEAD is routed as GET) */
+	const char *path;
+	const char *body;            /* NUL-terminated; len bytes */
+	size_t len;
+	const char *content_type;    /* NULL when absent */
+	/* Query lookup: returns true if the key is present; *val is NULL for "?k". */
+	bool (*query)(void *qctx, const char *key, const char **val);
+	void *qctx;
+};
+
+/* What to answer. body is malloc'ed (or NULL for an empty body). */
+struct api_resp {
+	int status;
+	const char *content_type;    /* static string */
+	char *body;
+	size_t len;
+	char allow[64];              /* Allow header for 405, "" otherwise */
+};
+
+/* router.c: turns a request into a response; never fails (errors become JSON). */
+void api_route(const struct mv_api_backend *be, void *ctx, const struct api_req *rq,
+	       struct api_resp *out);
+/* Fills out with an error JSON body for status (e.g. 404) and errno code. */
+void api_resp_error(struct api_resp *out, int status, int code, const char *field,
+		    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* Fills out from an mv_error (status from mv_api_http_status(code)). */
+void api_resp_from_err(struct api_resp *out, int code, const struct mv_error *e);
+/* Takes ownership of a malloc'ed JSON text (NULL means out of memory: 500). */
+void api_resp_json(struct api_resp *out, int status, char *text);
+
+/* routes.c: the handlers; ref already validated. */
+void api_vm_list(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
+void api_vm_create(const struct mv_api_backend *be, void *ctx, const struct api_req *rq,
+		   struct api_resp *out);
+void api_vm_get(const struct mv_api_backend *be, void *ctx, const char *ref, struct api_resp *out);
+void api_vm_delete(const struct mv_api_backend *be, void *ctx, const char *ref,
+		   const struct api_req *rq, struct api_resp *out);
+void api_vm_action(const struct mv_api_backend *be, void *ctx, const char *ref,
+		   enum mv_vm_action a, struct api_resp *out);
+void api_vm_verify(const struct mv_api_backend *be, void *ctx, const char *ref,
+		   struct api_resp *out);
+void api_host_get(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
+void api_metrics(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
+
+/* encode.c */
+json_t *api_vm_json(const struct mv_vm_info *vm);
+/* A JSON string from at most max bytes of s; bytes that are not printable
+ * ASCII become '?' when s is not valid UTF-8 (backend text is not trusted). */
+json_t *api_jstr(const char *s, size_t max);
+const char *api_backing_name(unsigned b);
+int api_backing_parse(const char *s);
+
+/* wl_names.c: canonical workload kind/pattern names (vm.h); parse returns -1 if unknown. */
+const char *api_wl_kind_name(uint32_t kind);
+int api_wl_kind_parse(const char *s);
+const char *api_wl_pattern_name(uint32_t pattern);
+int api_wl_pattern_parse(const char *s);
+
+#endif

@@ -1,0 +1,132 @@
+/* Response encoders: Vm, VmList items, Host and Verify JSON exactly as the
+ * Vm/Host/Verify schemas of docs/api/openapi.yaml. Used by the route handlers,
+ * the CLI (to print) and the tests. Backend strings are not trusted to be
+ * NUL-terminated or UTF-8, so every string goes through api_jstr(). */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "api_i.h"
+
+static const char *const state_names[MV_VM__COUNT] = {
+	[MV_VM_CREATING] = "creating", [MV_VM_RUNNING] = "running", [MV_VM_PAUSED] = "paused",
+	[MV_VM_STOPPED] = "stopped", [MV_VM_CRASHED] = "crashed",
+};
+
+const char *mv_vm_state_name(enum mv_vm_state s)
+{
+	return (unsigned)s < MV_VM__COUNT ? state_names[s] : "unknown";
+}
+
+static const char *const backing_names[] = {
+	[MV_MEM_BACKING_AUTO] = "auto", [MV_MEM_BACKING_4K] = "4k",
+	[MV_MEM_BACKING_HUGETLB] = "hugetlb",
+};
+
+const char *api_backing_name(unsigned b)
+{
+	return b < sizeof(backing_names) / sizeof(backing_names[0]) ? backing_names[b] : "unknown";
+}
+
+int api_backing_parse(const char *s)
+{
+	for (unsigned i = 0; i < sizeof(backing_names) / sizeof(backing_names[0]); i++)
+		if (strcmp(s, backing_names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+json_t *api_jstr(const char *s, size_t max)
+{
+	size_t n = strnlen(s, max);
+	json_t *j = json_stringn(s, n);
+	if (j)
+		return j;
+	char *c = malloc(n + 1);
+	if (!c)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		c[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+	j = json_stringn(c, n);
+	free(c);
+	return j;
+}
+
+/* JSON integers are signed 64-bit; clamp so a huge counter never turns negative. */
+static json_t *ju(uint64_t v)
+{
+	return json_integer(v > INT64_MAX ? INT64_MAX : (json_int_t)v);
+}
+
+#define JSTR(field) api_jstr((field), sizeof(field))
+
+static json_t *workload_json(const struct mv_wl_params *w)
+{
+	return json_pack("{s:s, s:o, s:o, s:o, s:s, s:I, s:I}",
+			 "kind", api_wl_kind_name(w->kind), "seed", ju(w->seed),
+			 "wss", ju(w->wss_bytes), "rate", ju(w->rate),
+			 "pattern", api_wl_pattern_name(w->pattern),
+			 "put_pct", (json_int_t)w->put_pct, "hot_pct", (json_int_t)w->hot_pct);
+}
+
+json_t *api_vm_json(const struct mv_vm_info *vm)
+{
+	double rate = isfinite(vm->dirty_rate) ? vm->dirty_rate : 0.0;
+	json_t *o = json_pack("{s:o, s:o, s:s, s:o, s:I, s:s, s:o, s:I, s:o}",
+			      "id", JSTR(vm->id), "name", JSTR(vm->name),
+			      "state", mv_vm_state_name(vm->state), "memory", ju(vm->memory),
+			      "vcpus", (json_int_t)vm->vcpus, "backing", api_backing_name(vm->backing),
+			      "workload", workload_json(&vm->workload), "pid", (json_int_t)vm->pid,
+			      "created_at", ju(vm->created_at));
+	if (!o)
+		return NULL;
+	json_t *st = json_pack("{s:o, s:o, s:o, s:f, s:o}", "ops_done", ju(vm->ops_done),
+			       "resident_bytes", ju(vm->resident_bytes),
+			       "dirty_pages_total", ju(vm->dirty_pages_total), "dirty_rate", rate,
+			       "dirty_backend", JSTR(vm->dirty_backend));
+	if (json_object_set_new(o, "stats", st) < 0)
+		goto fail;
+	if (vm->state == MV_VM_STOPPED || vm->state == MV_VM_CRASHED) {
+		json_t *ex = json_pack("{s:I, s:I, s:o}", "code", (json_int_t)vm->exit_code,
+				       "signal", (json_int_t)vm->exit_signal,
+				       "reason", JSTR(vm->exit_reason));
+		if (json_object_set_new(o, "exit", ex) < 0)
+			goto fail;
+	}
+	return o;
+fail:
+	json_decref(o);
+	return NULL;
+}
+
+static char *dump(json_t *o)
+{
+	if (!o)
+		return NULL;
+	char *s = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return s;
+}
+
+char *mv_api_encode_vm(const struct mv_vm_info *vm)
+{
+	return dump(api_vm_json(vm));
+}
+
+char *mv_api_encode_host(const struct mv_host_info *h)
+{
+	uint64_t free_b = h->memory_capacity > h->memory_used ? h->memory_capacity - h->memory_used : 0;
+	return dump(json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:I}",
+			      "version", JSTR(h->version), "hostname", JSTR(h->hostname),
+			      "state_dir", JSTR(h->state_dir),
+			      "memory_capacity", ju(h->memory_capacity),
+			      "memory_used", ju(h->memory_used), "memory_free", ju(free_b),
+			      "hugepages_free", ju(h->hugepages_free),
+			      "dirty_backend", JSTR(h->dirty_backend), "vms", (json_int_t)h->vms));
+}
+
+char *mv_api_encode_verify(const struct mv_verify_result *r)
+{
+	return dump(json_pack("{s:b, s:o, s:o, s:o}", "ok", r->ok, "ops_done", ju(r->ops_done),
+			      "elapsed_us", ju(r->elapsed_us), "message", JSTR(r->message)));
+}

@@ -1,0 +1,174 @@
+/* Request routing: method + path -> handler, per docs/api/openapi.yaml.
+ * Unknown paths answer 404, a known path with another method 405 with an
+ * Allow header, a malformed VM reference 400. Also the per-route body and
+ * Content-Type rules. Called by server.c once a request is fully received. */
+#include <errno.h>
+#include <string.h>
+#include <strings.h>
+#include "api_i.h"
+
+enum route_id {
+	R_HOST, R_VMS, R_VM, R_VM_PAUSE, R_VM_RESUME, R_VM_STOP, R_VM_VERIFY, R_METRICS,
+};
+
+/* Methods as a bit set; HEAD rides along with GET (MHD drops the body). */
+enum { M_GET = 1, M_POST = 2, M_DELETE = 4 };
+
+struct route {
+	unsigned methods;
+	unsigned body_methods;       /* methods that take a request body */
+};
+
+static const struct route routes[] = {
+	[R_HOST] = {M_GET, 0},
+	[R_VMS] = {M_GET | M_POST, M_POST},
+	[R_VM] = {M_GET | M_DELETE, 0},
+	[R_VM_PAUSE] = {M_POST, 0},
+	[R_VM_RESUME] = {M_POST, 0},
+	[R_VM_STOP] = {M_POST, 0},
+	[R_VM_VERIFY] = {M_POST, 0},
+	[R_METRICS] = {M_GET, 0},
+};
+
+static const char *const vm_actions[] = {
+	[R_VM_PAUSE] = "pause", [R_VM_RESUME] = "resume", [R_VM_STOP] = "stop",
+	[R_VM_VERIFY] = "verify",
+};
+
+static unsigned method_bit(const char *m)
+{
+	if (strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0)
+		return M_GET;
+	if (strcmp(m, "POST") == 0)
+		return M_POST;
+	if (strcmp(m, "DELETE") == 0)
+		return M_DELETE;
+	return 0;
+}
+
+static void allow_header(unsigned methods, char *buf, size_t len)
+{
+	buf[0] = '\0';
+	if (methods & M_GET)
+		strncat(buf, "GET, HEAD", len - strlen(buf) - 1);
+	if (methods & M_POST)
+		strncat(buf, *buf ? ", POST" : "POST", len - strlen(buf) - 1);
+	if (methods & M_DELETE)
+		strncat(buf, *buf ? ", DELETE" : "DELETE", len - strlen(buf) - 1);
+}
+
+/* Matches path; on /v1/vms/{vm}[/action] stores the ref segment (bounded copy;
+ * ref_ok false when it is too long to be valid). Returns -1 when no route. */
+static int match(const char *path, char *ref, size_t reflen, bool *ref_ok)
+{
+	static const char vms[] = "/v1/vms/";
+	*ref_ok = true;
+	if (strcmp(path, "/v1/host") == 0)
+		return R_HOST;
+	if (strcmp(path, "/v1/vms") == 0)
+		return R_VMS;
+	if (strcmp(path, "/metrics") == 0)
+		return R_METRICS;
+	if (strncmp(path, vms, sizeof(vms) - 1) != 0)
+		return -1;
+	const char *seg = path + sizeof(vms) - 1;
+	const char *slash = strchr(seg, '/');
+	size_t n = slash ? (size_t)(slash - seg) : strlen(seg);
+	if (n == 0)
+		return -1;
+	if (n >= reflen) {
+		*ref_ok = false;
+		n = reflen - 1;
+	}
+	memcpy(ref, seg, n);
+	ref[n] = '\0';
+	if (!slash)
+		return R_VM;
+	for (int r = R_VM_PAUSE; r <= R_VM_VERIFY; r++)
+		if (strcmp(slash + 1, vm_actions[r]) == 0)
+			return r;
+	return -1;
+}
+
+/* True when Content-Type is application/json, parameters (charset) allowed. */
+static bool is_json(const char *ct)
+{
+	static const char j[] = "application/json";
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	if (strncasecmp(ct, j, sizeof(j) - 1) != 0)
+		return false;
+	ct += sizeof(j) - 1;
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	return *ct == '\0' || *ct == ';';
+}
+
+void api_route(const struct mv_api_backend *be, void *ctx, const struct api_req *rq,
+	       struct api_resp *out)
+{
+	char ref[MV_NAME_MAX + 2];
+	bool ref_ok;
+	int id = match(rq->path, ref, sizeof(ref), &ref_ok);
+	if (id < 0) {
+		api_resp_error(out, 404, -ENOENT, "", "no such path: %.200s", rq->path);
+		return;
+	}
+	const struct route *rt = &routes[id];
+	unsigned m = method_bit(rq->method);
+	if (!(rt->methods & m)) {
+		allow_header(rt->methods, out->allow, sizeof(out->allow));
+		api_resp_error(out, 405, -EOPNOTSUPP, "", "method %.16s not allowed on %.200s (allowed: %s)",
+			       rq->method, rq->path, out->allow);
+		return;
+	}
+	if (id >= R_VM && id <= R_VM_VERIFY && (!ref_ok || !mv_api_name_valid(ref))) {
+		api_resp_error(out, 400, -EINVAL, "vm", "\"%.64s\" is not a valid VM id or name", ref);
+		return;
+	}
+	if (!(rt->body_methods & m) && rq->len > 0) {
+		api_resp_error(out, 400, -EINVAL, "body", "%s %s takes no request body",
+			       rq->method, rq->path);
+		return;
+	}
+
+	switch ((enum route_id)id) {
+	case R_HOST:
+		api_host_get(be, ctx, out);
+		return;
+	case R_VMS:
+		if (m == M_GET) {
+			api_vm_list(be, ctx, out);
+			return;
+		}
+		if (rq->content_type && !is_json(rq->content_type)) {
+			api_resp_error(out, 415, -EINVAL, "Content-Type",
+				       "Content-Type must be application/json, not \"%.64s\"",
+				       rq->content_type);
+			return;
+		}
+		api_vm_create(be, ctx, rq, out);
+		return;
+	case R_VM:
+		if (m == M_GET)
+			api_vm_get(be, ctx, ref, out);
+		else
+			api_vm_delete(be, ctx, ref, rq, out);
+		return;
+	case R_VM_PAUSE:
+		api_vm_action(be, ctx, ref, MV_VM_PAUSE, out);
+		return;
+	case R_VM_RESUME:
+		api_vm_action(be, ctx, ref, MV_VM_RESUME, out);
+		return;
+	case R_VM_STOP:
+		api_vm_action(be, ctx, ref, MV_VM_STOP, out);
+		return;
+	case R_VM_VERIFY:
+		api_vm_verify(be, ctx, ref, out);
+		return;
+	case R_METRICS:
+		api_metrics(be, ctx, out);
+		return;
+	}
+}
