@@ -23,12 +23,14 @@ uint64_t mv_wall_s(void)
 
 int mv_parse_size(const char *s, uint64_t *out)
 {
-	if (!s || !*s)
+	/* Plain decimal only: strtold alone would take "nan", "0x10", "1e3", " 5". */
+	if (!s || !(*s >= '0' && *s <= '9'))
 		return -EINVAL;
+	size_t digits = strspn(s, "0123456789.");
 	char *end;
 	errno = 0;
 	long double v = strtold(s, &end);
-	if (errno || end == s || v < 0)
+	if (errno || end != s + digits || v < 0)
 		return -EINVAL;
 	long double mul = 1;
 	switch (*end) {

@@ -2,7 +2,7 @@
 # Runs one libFuzzer target for a few seconds over its seed corpus (kept
 # read-only) plus a scratch dir for what it discovers. Usage: EXE CORPUS SECONDS
 set -euo pipefail
-exe=$1 corpus=$2 secs=$3
+exe=$(realpath "$1") corpus=$(realpath -m "$2") secs=$3
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 mkdir -p "$corpus"

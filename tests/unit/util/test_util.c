@@ -26,6 +26,12 @@ static void test_parse_size(void **s)
 	assert_int_equal(mv_parse_size("", &v), -EINVAL);
 	assert_int_equal(mv_parse_size("12Q", &v), -EINVAL);
 	assert_int_equal(mv_parse_size("-1", &v), -EINVAL);
+	assert_int_equal(mv_parse_size("nan", &v), -EINVAL);
+	assert_int_equal(mv_parse_size("inf", &v), -EINVAL);
+	assert_int_equal(mv_parse_size("0x10", &v), -EINVAL);
+	assert_int_equal(mv_parse_size("1e3", &v), -EINVAL);
+	assert_int_equal(mv_parse_size(" 5", &v), -EINVAL);
+	assert_int_equal(mv_parse_size("1.2.3", &v), -EINVAL);
 	assert_int_equal(mv_parse_size("99999999999T", &v), -ERANGE);
 }
 
