@@ -41,6 +41,7 @@ struct mv_vm_info {
 	enum mv_mem_backing backing;
 	struct mv_wl_params workload;
 	int32_t pid;                  /* VMM pid, 0 when none */
+	uint32_t vmm_gen;             /* VMM incarnation: +1 on every hand-over */
 	uint64_t created_at;          /* unix seconds */
 	/* exit of the VMM when stopped/crashed: */
 	int32_t exit_code;            /* -1 when killed by a signal or unknown */
@@ -74,6 +75,26 @@ struct mv_verify_result {
 
 enum mv_vm_action { MV_VM_PAUSE, MV_VM_RESUME, MV_VM_STOP };
 
+#define MV_PATH_MAX 256
+
+/* POST /v1/vms/{vm}/migrate body. */
+struct mv_migrate_req {
+	bool local;                  /* hand over to a new VMM process on this host (zero-copy) */
+	char vmm[MV_PATH_MAX];       /* local: the new VMM binary; "" = the daemon's current one */
+};
+
+/* Outcome of moving one VM to a new VMM process on this host. */
+struct mv_handover_result {
+	char vm[MV_NAME_MAX + 1];
+	bool ok;
+	int32_t old_pid;
+	int32_t new_pid;             /* 0 when the new VMM never came up */
+	uint64_t downtime_us;        /* old vCPUs paused -> new vCPUs running */
+	uint64_t total_us;
+	char vmm[MV_PATH_MAX];
+	char message[256];           /* why it failed and where the VM is, "" when ok */
+};
+
 /* Implemented by memvisord. Every call returns 0 or -errno with *err set;
  * errors map to HTTP as: -EINVAL 400, -ENOENT 404, -EEXIST/-EBUSY 409,
  * -ENOSPC 422 (does not fit), -E2BIG 413, others 500. `ref` is an id or a name.
@@ -91,6 +112,14 @@ struct mv_api_backend {
 	/* force: stop a running VM first; else -EBUSY while it runs. */
 	int (*vm_delete)(void *ctx, const char *ref, bool force, struct mv_error **err);
 	int (*host_get)(void *ctx, struct mv_host_info *out, struct mv_error **err);
+	/* Moves the VM to a new VMM process; a failed hand-over leaves the VM
+	 * running on its old VMM and returns -EIO with the reason. */
+	int (*vm_migrate)(void *ctx, const char *ref, const struct mv_migrate_req *req,
+			  struct mv_handover_result *out, struct mv_error **err);
+	/* Moves every live VM, one at a time, to a new VMM binary; per-VM results
+	 * in *out (malloc'ed). Fails as a whole only for a bad binary path. */
+	int (*upgrade)(void *ctx, const char *vmm_path, struct mv_handover_result **out, size_t *n,
+		       struct mv_error **err);
 	/* Prometheus text exposition; *text malloc'ed, caller frees. */
 	int (*metrics)(void *ctx, char **text, struct mv_error **err);
 };
@@ -107,6 +136,9 @@ int mv_api_server_start(const char *sock_path, const struct mv_api_backend *be, 
 /* Waits for in-flight requests, closes the socket and removes its file (if it
  * is still the one we created); frees s. NULL is a no-op. */
 void mv_api_server_stop(struct mv_api_server *s);
+/* Calls fn for every method and path template the router serves
+ * ("POST", "/v1/vms/{vm}/pause"): the test that keeps the spec honest. */
+void mv_api_routes_each(void (*fn)(const char *method, const char *path, void *arg), void *arg);
 
 /* Codecs, exposed for the CLI, the tests and the fuzz targets. */
 /* Decodes a POST /v1/vms body: rejects malformed JSON (err->field "body", the
@@ -116,6 +148,12 @@ void mv_api_server_stop(struct mv_api_server *s);
  * hot_pct 90, wss per kind). *out is written only on success. */
 int mv_api_decode_vm_spec(const char *body, size_t len, struct mv_vm_spec *out,
 			  struct mv_error **err) MV_MUST_CHECK;
+/* POST /v1/vms/{vm}/migrate and POST /v1/upgrade bodies (strict, like above). */
+int mv_api_decode_migrate(const char *body, size_t len, struct mv_migrate_req *out,
+			  struct mv_error **err) MV_MUST_CHECK;
+int mv_api_decode_upgrade(const char *body, size_t len, char *vmm, size_t cap,
+			  struct mv_error **err) MV_MUST_CHECK;
+char *mv_api_encode_handover(const struct mv_handover_result *r);
 /* Validates a VM name: ^[a-z0-9][a-z0-9_.-]{0,62}$ (ids are valid names too). */
 bool mv_api_name_valid(const char *name);
 /* JSON text of a VM / host / verify result / error; malloc'ed, the caller

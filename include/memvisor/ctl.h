@@ -16,7 +16,7 @@
 #define MV_CTL_MAGIC 0x4343564dU   /* "MVCC" */
 #define MV_CTL_VERSION 1
 #define MV_CTL_TRAILER 0x21444e45U /* "END!" */
-#define MV_CTL_MAX_PAYLOAD 4096
+#define MV_CTL_MAX_PAYLOAD 16384
 #define MV_CTL_MAX_FDS MV_MEM_MAX_REGIONS
 
 enum mv_ctl_type {
@@ -28,6 +28,7 @@ enum mv_ctl_type {
 	MV_CTL_STOP,          /* vCPUs stop, the VMM exits 0 after replying */
 	MV_CTL_VERIFY,
 	MV_CTL_GET_MEM,       /* reply carries the layout and its fds (re-adoption) */
+	MV_CTL_SAVE_STATE,    /* pauses the vCPUs and returns their states (hand-over) */
 	MV_CTL__COUNT
 };
 
@@ -71,6 +72,16 @@ struct mv_ctl_setup {
 	uint32_t dirty_tracking;
 	struct mv_wl_params wl;
 	struct mv_ctl_region regions[MV_MEM_MAX_REGIONS];
+	uint32_t resume;       /* 1: continue from states[] over RAM as it is (hand-over) */
+	uint32_t pad;
+	struct mv_wl_state states[MV_MAX_VCPUS];
+};
+
+/* SAVE_STATE reply: the paused vCPUs' workload states. */
+struct mv_ctl_states {
+	uint32_t nvcpus;
+	uint32_t pad;
+	struct mv_wl_state states[MV_MAX_VCPUS];
 };
 
 struct mv_ctl_status {

@@ -51,11 +51,25 @@ void api_vm_action(const struct mv_api_backend *be, void *ctx, const char *ref,
 		   enum mv_vm_action a, struct api_resp *out);
 void api_vm_verify(const struct mv_api_backend *be, void *ctx, const char *ref,
 		   struct api_resp *out);
+void api_vm_migrate(const struct mv_api_backend *be, void *ctx, const char *ref,
+		    const struct api_req *rq, struct api_resp *out);
+void api_upgrade(const struct mv_api_backend *be, void *ctx, const struct api_req *rq,
+		 struct api_resp *out);
 void api_host_get(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
 void api_metrics(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
 
+/* codec_vm.c, shared by the other decoders: rejects keys of o not in allowed
+ * (NULL-terminated) naming prefix+key; reads an integer within [min, max]. */
+int api_check_keys(json_t *o, const char *const *allowed, const char *prefix, const char *where,
+		   struct mv_error **err);
+int api_get_uint(json_t *v, const char *field, uint64_t min, uint64_t max, uint64_t *out,
+		 struct mv_error **err);
+/* codec_migrate.c: parses body as a JSON object (errors name "body"). */
+json_t *api_parse_object(const char *body, size_t len, struct mv_error **err);
+
 /* encode.c */
 json_t *api_vm_json(const struct mv_vm_info *vm);
+char *api_encode_upgrade(const char *vmm, const struct mv_handover_result *r, size_t n);
 /* A JSON string from at most max bytes of s; bytes that are not printable
  * ASCII become '?' when s is not valid UTF-8 (backend text is not trusted). */
 json_t *api_jstr(const char *s, size_t max);

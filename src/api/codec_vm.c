@@ -33,7 +33,7 @@ bool mv_api_name_valid(const char *name)
 /* Rejects keys of o not in allowed (NULL-terminated); prefix is "" or
  * "workload.". An empty key is blamed on its parent (where), so the error
  * always names a field. */
-static int check_keys(json_t *o, const char *const *allowed, const char *prefix,
+int api_check_keys(json_t *o, const char *const *allowed, const char *prefix,
 		      const char *where, struct mv_error **err)
 {
 	const char *k;
@@ -54,7 +54,7 @@ static int check_keys(json_t *o, const char *const *allowed, const char *prefix,
 	return 0;
 }
 
-static int get_uint(json_t *v, const char *field, uint64_t min, uint64_t max, uint64_t *out,
+int api_get_uint(json_t *v, const char *field, uint64_t min, uint64_t max, uint64_t *out,
 		    struct mv_error **err)
 {
 	/* json_is_integer is false for reals, booleans and null: all refused here. */
@@ -128,7 +128,7 @@ static int decode_workload(json_t *w, uint64_t memory, struct mv_wl_params *p,
 
 	if (!json_is_object(w))
 		return mv_err_field(err, -EINVAL, "workload", "workload must be an object");
-	if ((r = check_keys(w, keys, "workload.", "workload", err)) < 0)
+	if ((r = api_check_keys(w, keys, "workload.", "workload", err)) < 0)
 		return r;
 	*p = (struct mv_wl_params){.seed = 1, .pattern = MV_PAT_RANDOM, .put_pct = 70,
 				   .hot_pct = 90};
@@ -138,22 +138,22 @@ static int decode_workload(json_t *w, uint64_t memory, struct mv_wl_params *p,
 			  &p->kind, err)) < 0)
 		return r;
 	if ((v = json_object_get(w, "seed")) &&
-	    (r = get_uint(v, "workload.seed", 0, INT64_MAX, &p->seed, err)) < 0)
+	    (r = api_get_uint(v, "workload.seed", 0, INT64_MAX, &p->seed, err)) < 0)
 		return r;
 	if ((v = json_object_get(w, "rate")) &&
-	    (r = get_uint(v, "workload.rate", 0, INT64_MAX, &p->rate, err)) < 0)
+	    (r = api_get_uint(v, "workload.rate", 0, INT64_MAX, &p->rate, err)) < 0)
 		return r;
 	if ((v = json_object_get(w, "pattern")) &&
 	    (r = get_enum(v, "workload.pattern", api_wl_pattern_parse, "seq, random, hotcold",
 			  &p->pattern, err)) < 0)
 		return r;
 	if ((v = json_object_get(w, "put_pct"))) {
-		if ((r = get_uint(v, "workload.put_pct", 0, 100, &u, err)) < 0)
+		if ((r = api_get_uint(v, "workload.put_pct", 0, 100, &u, err)) < 0)
 			return r;
 		p->put_pct = (uint32_t)u;
 	}
 	if ((v = json_object_get(w, "hot_pct"))) {
-		if ((r = get_uint(v, "workload.hot_pct", 0, 100, &u, err)) < 0)
+		if ((r = api_get_uint(v, "workload.hot_pct", 0, 100, &u, err)) < 0)
 			return r;
 		p->hot_pct = (uint32_t)u;
 	}
@@ -184,7 +184,7 @@ static int decode_spec(json_t *root, struct mv_vm_spec *out, struct mv_error **e
 
 	if (!json_is_object(root))
 		return mv_err_field(err, -EINVAL, "body", "request body must be a JSON object");
-	if ((r = check_keys(root, keys, "", "body", err)) < 0)
+	if ((r = api_check_keys(root, keys, "", "body", err)) < 0)
 		return r;
 	*out = (struct mv_vm_spec){.vcpus = 1, .backing = MV_MEM_BACKING_AUTO};
 
@@ -210,7 +210,7 @@ static int decode_spec(json_t *root, struct mv_vm_spec *out, struct mv_error **e
 				    MV_PAGE_SIZE, (unsigned long long)MV_MEM_MAX_RAM);
 
 	if ((v = json_object_get(root, "vcpus"))) {
-		if ((r = get_uint(v, "vcpus", 1, MV_MAX_VCPUS, &u, err)) < 0)
+		if ((r = api_get_uint(v, "vcpus", 1, MV_MAX_VCPUS, &u, err)) < 0)
 			return r;
 		out->vcpus = (uint32_t)u;
 	}

@@ -130,3 +130,28 @@ char *mv_api_encode_verify(const struct mv_verify_result *r)
 	return dump(json_pack("{s:b, s:o, s:o, s:o}", "ok", r->ok, "ops_done", ju(r->ops_done),
 			      "elapsed_us", ju(r->elapsed_us), "message", JSTR(r->message)));
 }
+
+static json_t *handover_json(const struct mv_handover_result *r)
+{
+	return json_pack("{s:o, s:b, s:i, s:i, s:o, s:o, s:o, s:o}", "vm", JSTR(r->vm), "ok", r->ok,
+			 "old_pid", r->old_pid, "new_pid", r->new_pid, "downtime_us",
+			 ju(r->downtime_us), "total_us", ju(r->total_us), "vmm", JSTR(r->vmm),
+			 "message", JSTR(r->message));
+}
+
+char *mv_api_encode_handover(const struct mv_handover_result *r)
+{
+	return dump(handover_json(r));
+}
+
+char *api_encode_upgrade(const char *vmm, const struct mv_handover_result *r, size_t n)
+{
+	json_t *arr = json_array();
+	bool ok = true;
+	for (size_t i = 0; arr && i < n; i++) {
+		ok = ok && r[i].ok;
+		json_array_append_new(arr, handover_json(&r[i]));
+	}
+	return arr ? dump(json_pack("{s:b, s:o, s:o}", "ok", ok, "vmm", JSTR(vmm), "vms", arr))
+		   : NULL;
+}

@@ -8,7 +8,8 @@
 #include "api_i.h"
 
 enum route_id {
-	R_HOST, R_VMS, R_VM, R_VM_PAUSE, R_VM_RESUME, R_VM_STOP, R_VM_VERIFY, R_METRICS,
+	R_HOST, R_VMS, R_VM, R_VM_PAUSE, R_VM_RESUME, R_VM_STOP, R_VM_VERIFY, R_VM_MIGRATE,
+	R_UPGRADE, R_METRICS,
 };
 
 /* Methods as a bit set; HEAD rides along with GET (MHD drops the body). */
@@ -27,13 +28,33 @@ static const struct route routes[] = {
 	[R_VM_RESUME] = {M_POST, 0},
 	[R_VM_STOP] = {M_POST, 0},
 	[R_VM_VERIFY] = {M_POST, 0},
+	[R_VM_MIGRATE] = {M_POST, M_POST},
+	[R_UPGRADE] = {M_POST, M_POST},
 	[R_METRICS] = {M_GET, 0},
 };
 
 static const char *const vm_actions[] = {
 	[R_VM_PAUSE] = "pause", [R_VM_RESUME] = "resume", [R_VM_STOP] = "stop",
-	[R_VM_VERIFY] = "verify",
+	[R_VM_VERIFY] = "verify", [R_VM_MIGRATE] = "migrate",
 };
+
+/* Path templates as docs/api/openapi.yaml writes them. */
+static const char *const templates[] = {
+	[R_HOST] = "/v1/host", [R_VMS] = "/v1/vms", [R_VM] = "/v1/vms/{vm}",
+	[R_VM_PAUSE] = "/v1/vms/{vm}/pause", [R_VM_RESUME] = "/v1/vms/{vm}/resume",
+	[R_VM_STOP] = "/v1/vms/{vm}/stop", [R_VM_VERIFY] = "/v1/vms/{vm}/verify",
+	[R_VM_MIGRATE] = "/v1/vms/{vm}/migrate", [R_UPGRADE] = "/v1/upgrade",
+	[R_METRICS] = "/metrics",
+};
+
+void mv_api_routes_each(void (*fn)(const char *method, const char *path, void *arg), void *arg)
+{
+	static const char *const names[] = {"GET", "POST", "DELETE"};
+	for (size_t r = 0; r < sizeof(routes) / sizeof(routes[0]); r++)
+		for (unsigned b = 0; b < 3; b++)
+			if (routes[r].methods & (1u << b))
+				fn(names[b], templates[r], arg);
+}
 
 static unsigned method_bit(const char *m)
 {
@@ -69,6 +90,8 @@ static int match(const char *path, char *ref, size_t reflen, bool *ref_ok)
 		return R_VMS;
 	if (strcmp(path, "/metrics") == 0)
 		return R_METRICS;
+	if (strcmp(path, "/v1/upgrade") == 0)
+		return R_UPGRADE;
 	if (strncmp(path, vms, sizeof(vms) - 1) != 0)
 		return -1;
 	const char *seg = path + sizeof(vms) - 1;
@@ -84,7 +107,7 @@ static int match(const char *path, char *ref, size_t reflen, bool *ref_ok)
 	ref[n] = '\0';
 	if (!slash)
 		return R_VM;
-	for (int r = R_VM_PAUSE; r <= R_VM_VERIFY; r++)
+	for (int r = R_VM_PAUSE; r <= R_VM_MIGRATE; r++)
 		if (strcmp(slash + 1, vm_actions[r]) == 0)
 			return r;
 	return -1;
@@ -122,8 +145,13 @@ void api_route(const struct mv_api_backend *be, void *ctx, const struct api_req 
 			       rq->method, rq->path, out->allow);
 		return;
 	}
-	if (id >= R_VM && id <= R_VM_VERIFY && (!ref_ok || !mv_api_name_valid(ref))) {
+	if (id >= R_VM && id <= R_VM_MIGRATE && (!ref_ok || !mv_api_name_valid(ref))) {
 		api_resp_error(out, 400, -EINVAL, "vm", "\"%.64s\" is not a valid VM id or name", ref);
+		return;
+	}
+	if ((rt->body_methods & m) && rq->content_type && !is_json(rq->content_type)) {
+		api_resp_error(out, 415, -EINVAL, "Content-Type",
+			       "Content-Type must be application/json, not \"%.64s\"", rq->content_type);
 		return;
 	}
 	if (!(rt->body_methods & m) && rq->len > 0) {
@@ -139,12 +167,6 @@ void api_route(const struct mv_api_backend *be, void *ctx, const struct api_req 
 	case R_VMS:
 		if (m == M_GET) {
 			api_vm_list(be, ctx, out);
-			return;
-		}
-		if (rq->content_type && !is_json(rq->content_type)) {
-			api_resp_error(out, 415, -EINVAL, "Content-Type",
-				       "Content-Type must be application/json, not \"%.64s\"",
-				       rq->content_type);
 			return;
 		}
 		api_vm_create(be, ctx, rq, out);
@@ -166,6 +188,12 @@ void api_route(const struct mv_api_backend *be, void *ctx, const struct api_req 
 		return;
 	case R_VM_VERIFY:
 		api_vm_verify(be, ctx, ref, out);
+		return;
+	case R_VM_MIGRATE:
+		api_vm_migrate(be, ctx, ref, rq, out);
+		return;
+	case R_UPGRADE:
+		api_upgrade(be, ctx, rq, out);
 		return;
 	case R_METRICS:
 		api_metrics(be, ctx, out);

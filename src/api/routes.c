@@ -153,6 +153,52 @@ void api_vm_verify(const struct mv_api_backend *be, void *ctx, const char *ref,
 	api_resp_json(out, 200, mv_api_encode_verify(&vr));
 }
 
+void api_vm_migrate(const struct mv_api_backend *be, void *ctx, const char *ref,
+		    const struct api_req *rq, struct api_resp *out)
+{
+	struct mv_migrate_req req;
+	struct mv_handover_result res;
+	struct mv_error *e = NULL;
+	int r = mv_api_decode_migrate(rq->body, rq->len, &req, &e);
+	if (r < 0) {
+		fail(out, r, e);
+		return;
+	}
+	NEED(be, vm_migrate, out);
+	memset(&res, 0, sizeof(res));
+	r = be->vm_migrate(ctx, ref, &req, &res, &e);
+	if (r < 0) {
+		fail(out, r, e);
+		return;
+	}
+	mv_error_free(e);
+	api_resp_json(out, 200, mv_api_encode_handover(&res));
+}
+
+void api_upgrade(const struct mv_api_backend *be, void *ctx, const struct api_req *rq,
+		 struct api_resp *out)
+{
+	char vmm[MV_PATH_MAX];
+	struct mv_handover_result *res = NULL;
+	size_t n = 0;
+	struct mv_error *e = NULL;
+	int r = mv_api_decode_upgrade(rq->body, rq->len, vmm, sizeof(vmm), &e);
+	if (r < 0) {
+		fail(out, r, e);
+		return;
+	}
+	NEED(be, upgrade, out);
+	r = be->upgrade(ctx, vmm, &res, &n, &e);
+	if (r < 0) {
+		free(res);
+		fail(out, r, e);
+		return;
+	}
+	mv_error_free(e);
+	api_resp_json(out, 200, api_encode_upgrade(vmm, res, n));
+	free(res);
+}
+
 void api_host_get(const struct mv_api_backend *be, void *ctx, struct api_resp *out)
 {
 	struct mv_host_info h;

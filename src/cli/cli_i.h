@@ -85,5 +85,7 @@ int mv_cli_cmd_vm_create(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_host(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_metrics(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_daemon(const struct mv_cli *cli, int argc, char **argv);
+int mv_cli_cmd_vm_migrate(const struct mv_cli *cli, int argc, char **argv);
+int mv_cli_cmd_upgrade(const struct mv_cli *cli, int argc, char **argv);
 
 #endif

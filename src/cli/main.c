@@ -19,6 +19,8 @@ static const char usage[] =
 	"  vm pause|resume|stop VM  change a VM's run state\n"
 	"  vm rm VM [--force]       remove a stopped VM\n"
 	"  vm verify VM             check guest RAM against the workload's expected state\n"
+	"  vm migrate VM --local    hand a VM to a new VMM process, zero-copy\n"
+	"  upgrade --vmm PATH       move every VM to a new VMM binary\n"
 	"  host                     this host's capacity and usage\n"
 	"  metrics                  Prometheus metrics, raw\n"
 	"  help [COMMAND]           show help for a command\n"
@@ -43,6 +45,8 @@ static int dispatch(const struct mv_cli *cli, int argc, char **argv)
 		return mv_cli_cmd_metrics(cli, argc, argv);
 	if (strcmp(cmd, "daemon") == 0)
 		return mv_cli_cmd_daemon(cli, argc, argv);
+	if (strcmp(cmd, "upgrade") == 0)
+		return mv_cli_cmd_upgrade(cli, argc, argv);
 	if (strcmp(cmd, "help") == 0) {
 		if (argc < 2) {
 			fputs(usage, stdout);

@@ -89,6 +89,7 @@ static uint32_t expected_len(uint16_t type, bool reply)
 	case MV_CTL_STATUS: return reply ? sizeof(struct mv_ctl_status) : 0;
 	case MV_CTL_VERIFY: return reply ? sizeof(struct mv_ctl_verify) : 0;
 	case MV_CTL_GET_MEM: return reply ? sizeof(struct mv_ctl_mem) : 0;
+	case MV_CTL_SAVE_STATE: return reply ? sizeof(struct mv_ctl_states) : 0;
 	default: return 0;
 	}
 }
@@ -96,6 +97,16 @@ static uint32_t expected_len(uint16_t type, bool reply)
 static bool has_nul(const char *s, size_t cap)
 {
 	return memchr(s, '\0', cap) != NULL;
+}
+
+static int check_states(const struct mv_wl_state *st, uint32_t n, struct mv_error **err)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		if (st[i].vcpu != i || st[i].kind >= MV_WL__COUNT || st[i].kind != st[i].p.kind ||
+		    st[i].p.pattern >= MV_PAT__COUNT || st[i].gpa_base + st[i].gpa_len < st[i].gpa_base)
+			return mv_err(err, -EPROTO, "control frame: vCPU %u state is malformed", i);
+	}
+	return 0;
 }
 
 static int check_regions(const struct mv_ctl_region *r, uint32_t n, unsigned nfds,
@@ -141,8 +152,11 @@ int mv_ctl_validate_payload(const struct mv_ctl_msg *m, struct mv_error **err)
 		struct mv_ctl_setup s;
 		memcpy(&s, m->payload, sizeof(s));
 		if (s.nvcpus == 0 || s.nvcpus > MV_MAX_VCPUS || s.start_paused > 1 ||
-		    s.dirty_tracking > 1 || s.wl.kind >= MV_WL__COUNT || s.wl.pattern >= MV_PAT__COUNT)
+		    s.dirty_tracking > 1 || s.wl.kind >= MV_WL__COUNT || s.wl.pattern >= MV_PAT__COUNT ||
+		    s.resume > 1)
 			return mv_err(err, -EPROTO, "control SETUP: bad field");
+		if (s.resume && check_states(s.states, s.nvcpus, err) < 0)
+			return -EPROTO;
 		return check_regions(s.regions, s.nregions, m->nfds, err);
 	}
 	case MV_CTL_STATUS: {
@@ -159,6 +173,13 @@ int mv_ctl_validate_payload(const struct mv_ctl_msg *m, struct mv_error **err)
 		if (v.ok > 1 || !has_nul(v.message, sizeof(v.message)))
 			return mv_err(err, -EPROTO, "control VERIFY: bad field");
 		return 0;
+	}
+	case MV_CTL_SAVE_STATE: {
+		struct mv_ctl_states g;
+		memcpy(&g, m->payload, sizeof(g));
+		if (g.nvcpus == 0 || g.nvcpus > MV_MAX_VCPUS)
+			return mv_err(err, -EPROTO, "control SAVE_STATE: %u vCPUs", g.nvcpus);
+		return check_states(g.states, g.nvcpus, err);
 	}
 	case MV_CTL_GET_MEM: {
 		struct mv_ctl_mem g;

@@ -39,6 +39,8 @@ struct vmmgr {
 	bool quit;
 	pthread_cond_t quit_cv;
 	uint64_t vmm_crashes;
+	uint64_t handovers, handover_failures;
+	char vmm_path_buf[MV_PATH_MAX];   /* cfg.vmm_path after an upgrade */
 };
 
 /* state.c */
@@ -50,19 +52,36 @@ int state_delete(struct vmmgr *m, const char *id);
 /* Loads every VM row; *out malloc'ed. */
 int state_load(struct vmmgr *m, struct mv_vm_info **out, size_t *n, struct mv_error **err);
 
-/* vmm_proc.c */
-int vmm_spawn(struct vmmgr *m, struct dvm *vm, struct mv_error **err);
-int vmm_connect(struct dvm *vm, int timeout_ms, struct mv_ctl_hello *hello, struct mv_error **err);
+/* vmm_proc.c: VMM incarnation gen of vm has files <dir>/ctl.<gen>.sock, exit.<gen>. */
+void vmm_path(const struct dvm *vm, uint32_t gen, const char *what, char *buf, size_t len);
+/* Starts the VMM's monitor (which forks the VMM) in a new session; *pgid is
+ * that session's process group, so vmm_kill_group() takes both. */
+int vmm_spawn(const char *bin, struct dvm *vm, uint32_t gen, pid_t *pgid, struct mv_error **err);
+/* child: the spawned monitor's pid (0 when re-adopting), to fail fast if it dies. */
+int vmm_connect(struct dvm *vm, uint32_t gen, pid_t child, int timeout_ms,
+		struct mv_ctl_hello *hello, int *sock, struct mv_error **err);
+int vmm_call_on(int sock, uint32_t *seq, uint16_t type, const void *payload, uint32_t len,
+		const int *fds, unsigned nfds, struct mv_ctl_msg *reply, int timeout_ms,
+		struct mv_error **err);
+/* The same on the VM's current VMM. */
 int vmm_call(struct dvm *vm, uint16_t type, const void *payload, uint32_t len, const int *fds,
 	     unsigned nfds, struct mv_ctl_msg *reply, int timeout_ms, struct mv_error **err);
-/* Reads <dir>/exit into info's exit fields; waits up to wait_ms for it. */
-bool vmm_read_exit(struct dvm *vm, int wait_ms);
-void vmm_kill(struct dvm *vm);
+/* Reads exit.<gen> into info's exit fields; waits up to wait_ms for it. */
+bool vmm_read_exit(struct dvm *vm, uint32_t gen, int wait_ms);
+void vmm_kill(pid_t pid);
+void vmm_kill_group(pid_t pgid);
+
+/* handover.c: moves a live VM to a new VMM process on this host, zero-copy. */
+int handover_vm(struct vmmgr *m, struct dvm *vm, const char *bin, struct mv_handover_result *res);
 
 /* vmmgr.c */
 int vmmgr_init(struct vmmgr *m, const struct daemon_cfg *cfg, struct mv_error **err);
 void vmmgr_fini(struct vmmgr *m);
 extern const struct mv_api_backend vmmgr_backend;
+/* Sends SETUP with the guest RAM fds (and, for a hand-over, the vCPU states). */
+int vmmgr_send_setup(struct dvm *vm, int sock, uint32_t *seq, const struct mv_wl_state *states,
+		     bool start_paused, struct mv_error **err);
+void vm_dir_clean(const char *dir);
 /* Called with m->lock held: the VMM is gone; record how and release its RAM. */
 void vmmgr_vm_exited(struct vmmgr *m, struct dvm *vm);
 uint64_t vmmgr_used(struct vmmgr *m);

@@ -15,7 +15,8 @@ static const char schema[] =
 	" wl_pattern INTEGER NOT NULL, wl_seed INTEGER NOT NULL, wl_wss INTEGER NOT NULL,"
 	" wl_rate INTEGER NOT NULL, wl_put_pct INTEGER NOT NULL, wl_hot_pct INTEGER NOT NULL,"
 	" state INTEGER NOT NULL, pid INTEGER NOT NULL, created_at INTEGER NOT NULL,"
-	" exit_code INTEGER NOT NULL, exit_signal INTEGER NOT NULL, exit_reason TEXT NOT NULL);"
+	" exit_code INTEGER NOT NULL, exit_signal INTEGER NOT NULL, exit_reason TEXT NOT NULL,"
+	" vmm_gen INTEGER NOT NULL);"
 	"PRAGMA user_version=1;";
 
 int state_open(struct vmmgr *m, struct mv_error **err)
@@ -67,6 +68,7 @@ static int bind_vm(sqlite3_stmt *s, const struct mv_vm_info *vm)
 	sqlite3_bind_int(s, i++, vm->exit_code);
 	sqlite3_bind_int(s, i++, vm->exit_signal);
 	sqlite3_bind_text(s, i++, vm->exit_reason, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(s, i++, vm->vmm_gen);
 	return i;
 }
 
@@ -88,12 +90,12 @@ static int exec_vm(struct vmmgr *m, const char *sql, const struct mv_vm_info *vm
 
 int state_insert(struct vmmgr *m, const struct mv_vm_info *vm, struct mv_error **err)
 {
-	return exec_vm(m, "INSERT INTO vms VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", vm, err);
+	return exec_vm(m, "INSERT INTO vms VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", vm, err);
 }
 
 int state_update(struct vmmgr *m, const struct mv_vm_info *vm)
 {
-	return exec_vm(m, "REPLACE INTO vms VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", vm, NULL);
+	return exec_vm(m, "REPLACE INTO vms VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", vm, NULL);
 }
 
 int state_delete(struct vmmgr *m, const char *id)
@@ -151,6 +153,7 @@ int state_load(struct vmmgr *m, struct mv_vm_info **out, size_t *n, struct mv_er
 		vm->exit_code = sqlite3_column_int(s, i++);
 		vm->exit_signal = sqlite3_column_int(s, i++);
 		copy_text(vm->exit_reason, sizeof(vm->exit_reason), sqlite3_column_text(s, i++));
+		vm->vmm_gen = (uint32_t)sqlite3_column_int64(s, i++);
 	}
 	sqlite3_finalize(s);
 	if (rc != SQLITE_DONE) {

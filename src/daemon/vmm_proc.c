@@ -15,11 +15,17 @@
 #include "memvisor/util.h"
 #include "daemon_i.h"
 
-int vmm_spawn(struct vmmgr *m, struct dvm *vm, struct mv_error **err)
+/* A VMM incarnation's files: its control socket and its monitor's exit record. */
+void vmm_path(const struct dvm *vm, uint32_t gen, const char *what, char *buf, size_t len)
 {
-	char ctl[PATH_MAX + 16], exitf[PATH_MAX + 16], logf[PATH_MAX + 16];
-	snprintf(ctl, sizeof(ctl), "%s/ctl.sock", vm->dir);
-	snprintf(exitf, sizeof(exitf), "%s/exit", vm->dir);
+	snprintf(buf, len, "%s/%s.%u%s", vm->dir, what, gen, strcmp(what, "ctl") ? "" : ".sock");
+}
+
+int vmm_spawn(const char *bin, struct dvm *vm, uint32_t gen, pid_t *pgid, struct mv_error **err)
+{
+	char ctl[PATH_MAX + 32], exitf[PATH_MAX + 32], logf[PATH_MAX + 16];
+	vmm_path(vm, gen, "ctl", ctl, sizeof(ctl));
+	vmm_path(vm, gen, "exit", exitf, sizeof(exitf));
 	snprintf(logf, sizeof(logf), "%s/vmm.log", vm->dir);
 	unlink(exitf);
 	pid_t pid = fork();
@@ -39,11 +45,12 @@ int vmm_spawn(struct vmmgr *m, struct dvm *vm, struct mv_error **err)
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
-		execl(m->cfg.vmm_path, "memvisor-vmm", "--id", vm->info.id, "--ctl", ctl,
-		      "--exit-file", exitf, (char *)NULL);
-		dprintf(2, "exec %s: %s\n", m->cfg.vmm_path, strerror(errno));
+		execl(bin, "memvisor-vmm", "--id", vm->info.id, "--ctl", ctl, "--exit-file", exitf,
+		      (char *)NULL);
+		dprintf(2, "exec %s: %s\n", bin, strerror(errno));
 		_exit(127);
 	}
+	*pgid = pid;   /* setsid(): the monitor leads a group that holds the VMM too */
 	return 0;
 }
 
@@ -64,17 +71,23 @@ static int connect_once(const char *path)
 	return s;
 }
 
-int vmm_connect(struct dvm *vm, int timeout_ms, struct mv_ctl_hello *hello, struct mv_error **err)
+int vmm_connect(struct dvm *vm, uint32_t gen, pid_t child, int timeout_ms,
+		struct mv_ctl_hello *hello, int *sock, struct mv_error **err)
 {
-	char ctl[PATH_MAX + 16];
-	snprintf(ctl, sizeof(ctl), "%s/ctl.sock", vm->dir);
+	char ctl[PATH_MAX + 32];
+	vmm_path(vm, gen, "ctl", ctl, sizeof(ctl));
 	uint64_t deadline = mv_now_ns() + (uint64_t)timeout_ms * 1000000ULL;
 	int s;
 	for (;;) {
 		s = connect_once(ctl);
 		if (s >= 0 || mv_now_ns() > deadline)
 			break;
-		usleep(10000);
+		int st;
+		/* A binary that died before listening fails now, not at the deadline. */
+		if (child > 0 && waitpid(child, &st, WNOHANG) == child)
+			return mv_err(err, -ECHILD, "the VMM process %s before it listened",
+				      WIFEXITED(st) ? "exited" : "was killed");
+		usleep(5000);
 	}
 	if (s < 0)
 		return mv_err(err, s, "VMM control socket %s: %s", ctl, strerror(-s));
@@ -94,10 +107,23 @@ int vmm_connect(struct dvm *vm, int timeout_ms, struct mv_ctl_hello *hello, stru
 		close(s);
 		return mv_err(err, -EPROTO, "VMM at %s is VM %s, not %s", ctl, hello->vm_id, vm->info.id);
 	}
-	if (vm->ctl >= 0)
-		close(vm->ctl);
-	vm->ctl = s;
+	*sock = s;
 	return 0;
+}
+
+int vmm_call_on(int sock, uint32_t *seq, uint16_t type, const void *payload, uint32_t len,
+		const int *fds, unsigned nfds, struct mv_ctl_msg *reply, int timeout_ms,
+		struct mv_error **err)
+{
+	/* Static: a frame is 16 KiB, and calls are serialized by the manager lock. */
+	static struct mv_ctl_msg req;
+	mv_ctl_msg_init(&req, type, payload, len);
+	req.seq = ++*seq;
+	if (nfds) {
+		memcpy(req.fds, fds, sizeof(int) * nfds);
+		req.nfds = nfds;
+	}
+	return mv_ctl_call(sock, &req, reply, timeout_ms, err);
 }
 
 int vmm_call(struct dvm *vm, uint16_t type, const void *payload, uint32_t len, const int *fds,
@@ -105,20 +131,13 @@ int vmm_call(struct dvm *vm, uint16_t type, const void *payload, uint32_t len, c
 {
 	if (vm->ctl < 0)
 		return mv_err(err, -ENOTCONN, "VM %s has no running VMM", vm->info.name);
-	struct mv_ctl_msg req;
-	mv_ctl_msg_init(&req, type, payload, len);
-	req.seq = ++vm->seq;
-	if (nfds) {
-		memcpy(req.fds, fds, sizeof(int) * nfds);
-		req.nfds = nfds;
-	}
-	return mv_ctl_call(vm->ctl, &req, reply, timeout_ms, err);
+	return vmm_call_on(vm->ctl, &vm->seq, type, payload, len, fds, nfds, reply, timeout_ms, err);
 }
 
-bool vmm_read_exit(struct dvm *vm, int wait_ms)
+bool vmm_read_exit(struct dvm *vm, uint32_t gen, int wait_ms)
 {
-	char path[PATH_MAX + 16], buf[64] = {0};
-	snprintf(path, sizeof(path), "%s/exit", vm->dir);
+	char path[PATH_MAX + 32], buf[64] = {0};
+	vmm_path(vm, gen, "exit", path, sizeof(path));
 	uint64_t deadline = mv_now_ns() + (uint64_t)wait_ms * 1000000ULL;
 	int fd;
 	while ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 && mv_now_ns() < deadline)
@@ -143,8 +162,14 @@ bool vmm_read_exit(struct dvm *vm, int wait_ms)
 	return true;
 }
 
-void vmm_kill(struct dvm *vm)
+void vmm_kill(pid_t pid)
 {
-	if (vm->info.pid > 0)
-		kill(vm->info.pid, SIGKILL);
+	if (pid > 0)
+		kill(pid, SIGKILL);
+}
+
+void vmm_kill_group(pid_t pgid)
+{
+	if (pgid > 0)
+		kill(-pgid, SIGKILL);
 }

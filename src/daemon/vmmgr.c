@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "memvisor/util.h"
 #include "daemon_i.h"
@@ -90,7 +92,7 @@ static void vm_free(struct vmmgr *m, struct dvm *vm)
 
 void vmmgr_vm_exited(struct vmmgr *m, struct dvm *vm)
 {
-	bool known = vmm_read_exit(vm, 2000);
+	bool known = vmm_read_exit(vm, vm->info.vmm_gen, 2000);
 	if (!known)
 		snprintf(vm->info.exit_reason, sizeof(vm->info.exit_reason),
 			 "VMM process vanished without an exit status");
@@ -105,11 +107,21 @@ void vmmgr_vm_exited(struct vmmgr *m, struct dvm *vm)
 	state_update(m, &vm->info);
 }
 
-/* Sends SETUP with the guest RAM fds; the VMM maps them and starts the vCPUs. */
-static int send_setup(struct dvm *vm, struct mv_error **err)
+int vmmgr_send_setup(struct dvm *vm, int sock, uint32_t *seq, const struct mv_wl_state *states,
+		     bool start_paused, struct mv_error **err)
 {
-	struct mv_ctl_setup s = {.nregions = vm->mem.n, .nvcpus = vm->info.vcpus,
-				 .dirty_tracking = 1, .wl = vm->info.workload};
+	/* Static: 8 KiB of vCPU states; calls are serialized by the manager lock. */
+	static struct mv_ctl_setup s;
+	memset(&s, 0, sizeof(s));
+	s.nregions = vm->mem.n;
+	s.nvcpus = vm->info.vcpus;
+	s.dirty_tracking = 1;
+	s.start_paused = start_paused;
+	s.wl = vm->info.workload;
+	if (states) {
+		s.resume = 1;
+		memcpy(s.states, states, sizeof(s.states[0]) * vm->info.vcpus);
+	}
 	int fds[MV_MEM_MAX_REGIONS];
 	for (uint32_t i = 0; i < vm->mem.n; i++) {
 		s.regions[i] = (struct mv_ctl_region){.gpa = vm->mem.r[i].gpa,
@@ -118,8 +130,20 @@ static int send_setup(struct dvm *vm, struct mv_error **err)
 		fds[i] = vm->mem.r[i].fd;
 	}
 	struct mv_ctl_msg reply;
-	return vmm_call(vm, MV_CTL_SETUP, &s, sizeof(s), fds, vm->mem.n, &reply, SETUP_TIMEOUT_MS,
-			err);
+	return vmm_call_on(sock, seq, MV_CTL_SETUP, &s, sizeof(s), fds, vm->mem.n, &reply,
+			   SETUP_TIMEOUT_MS, err);
+}
+
+void vm_dir_clean(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	while (d && (e = readdir(d)))
+		if (e->d_name[0] != '.')
+			unlinkat(dirfd(d), e->d_name, 0);
+	if (d)
+		closedir(d);
+	rmdir(dir);
 }
 
 static int vm_create(void *ctx, const struct mv_vm_spec *spec, struct mv_vm_info *out,
@@ -168,18 +192,16 @@ static int vm_create(void *ctx, const struct mv_vm_spec *spec, struct mv_vm_info
 	r = state_insert(m, &vm->info, err);
 	if (r < 0)
 		goto fail_dir;
-	r = vmm_spawn(m, vm, err);
+	pid_t pgid = 0;
+	r = vmm_spawn(m->cfg.vmm_path, vm, 0, &pgid, err);
 	struct mv_ctl_hello hello;
 	if (r == 0)
-		r = vmm_connect(vm, SETUP_TIMEOUT_MS, &hello, err);
+		r = vmm_connect(vm, 0, pgid, SETUP_TIMEOUT_MS, &hello, &vm->ctl, err);
 	if (r == 0)
-		r = send_setup(vm, err);
+		r = vmmgr_send_setup(vm, vm->ctl, &vm->seq, NULL, false, err);
 	if (r < 0) {
 		mv_err_prefix(err, "starting the VMM");
-		if (vm->ctl >= 0) {
-			vm->info.pid = hello.pid;
-			vmm_kill(vm);
-		}
+		vmm_kill_group(pgid);
 		state_delete(m, vm->info.id);
 		goto fail_dir;
 	}
@@ -192,16 +214,7 @@ static int vm_create(void *ctx, const struct mv_vm_spec *spec, struct mv_vm_info
 	r = 0;
 	goto out;
 fail_dir:
-	{
-		char cmd[PATH_MAX + 16];
-		snprintf(cmd, sizeof(cmd), "%s/exit", vm->dir);
-		unlink(cmd);
-		snprintf(cmd, sizeof(cmd), "%s/vmm.log", vm->dir);
-		unlink(cmd);
-		snprintf(cmd, sizeof(cmd), "%s/ctl.sock", vm->dir);
-		unlink(cmd);
-		rmdir(vm->dir);
-	}
+	vm_dir_clean(vm->dir);
 fail_free:
 	vm_free(m, vm);
 out:
@@ -263,7 +276,7 @@ static int stop_vm(struct vmmgr *m, struct dvm *vm, struct mv_error **err)
 			mv_error_free(*err);
 			*err = NULL;
 		}
-		vmm_kill(vm);
+		vmm_kill(vm->info.pid);
 	}
 	vmmgr_vm_exited(m, vm);
 	return 0;
@@ -348,13 +361,7 @@ static int vm_delete(void *ctx, const char *ref, bool force, struct mv_error **e
 			r = stop_vm(m, vm, err);
 	}
 	if (r == 0) {
-		char cmd[PATH_MAX + 32];
-		static const char *files[] = {"exit", "vmm.log", "ctl.sock"};
-		for (size_t i = 0; i < MV_ARRAY_SIZE(files); i++) {
-			snprintf(cmd, sizeof(cmd), "%s/%s", vm->dir, files[i]);
-			unlink(cmd);
-		}
-		rmdir(vm->dir);
+		vm_dir_clean(vm->dir);
 		state_delete(m, vm->info.id);
 		mv_log(MV_LOG_INFO, "vm %s (%s): removed", vm->info.name, vm->info.id);
 		vm_free(m, vm);
@@ -387,6 +394,63 @@ static int host_get(void *ctx, struct mv_host_info *out, struct mv_error **err)
 	return 0;
 }
 
+static int check_vmm_binary(const char *bin, struct mv_error **err)
+{
+	struct stat st;
+	if (stat(bin, &st) < 0 || !S_ISREG(st.st_mode) || access(bin, X_OK) < 0)
+		return mv_err_field(err, -EINVAL, "vmm", "%s is not an executable file", bin);
+	return 0;
+}
+
+static int vm_migrate(void *ctx, const char *ref, const struct mv_migrate_req *req,
+		      struct mv_handover_result *out, struct mv_error **err)
+{
+	struct vmmgr *m = ctx;
+	const char *bin = req->vmm[0] ? req->vmm : m->cfg.vmm_path;
+	int r = check_vmm_binary(bin, err);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&m->lock);
+	struct dvm *vm = find_or_err(m, ref, err);
+	r = vm ? need_live(vm, err) : -ENOENT;
+	if (r == 0 && handover_vm(m, vm, bin, out) < 0)
+		r = mv_err(err, -EIO, "%s", out->message);
+	pthread_mutex_unlock(&m->lock);
+	return r;
+}
+
+static int upgrade(void *ctx, const char *bin, struct mv_handover_result **out, size_t *n,
+		   struct mv_error **err)
+{
+	struct vmmgr *m = ctx;
+	int r = check_vmm_binary(bin, err);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&m->lock);
+	*out = calloc(m->nvms ? m->nvms : 1, sizeof(**out));
+	if (!*out)
+		abort();
+	*n = 0;
+	bool all_ok = true;
+	for (size_t i = 0; i < m->nvms; i++) {
+		struct dvm *vm = m->vms[i];
+		if (need_live(vm, NULL) < 0)
+			continue;
+		/* One at a time: a bad binary stops the roll-out at the first VM. */
+		if (handover_vm(m, vm, bin, &(*out)[(*n)++]) < 0) {
+			all_ok = false;
+			break;
+		}
+	}
+	if (all_ok) {
+		snprintf(m->vmm_path_buf, sizeof(m->vmm_path_buf), "%s", bin);
+		m->cfg.vmm_path = m->vmm_path_buf;
+		mv_log(MV_LOG_INFO, "upgrade: %zu VM(s) now on %s; new VMs start it too", *n, bin);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return 0;
+}
+
 static int metrics(void *ctx, char **text, struct mv_error **err)
 {
 	*text = metrics_render(ctx);
@@ -396,6 +460,7 @@ static int metrics(void *ctx, char **text, struct mv_error **err)
 const struct mv_api_backend vmmgr_backend = {
 	.vm_create = vm_create, .vm_list = vm_list, .vm_get = vm_get, .vm_action = vm_action,
 	.vm_verify = vm_verify, .vm_delete = vm_delete, .host_get = host_get, .metrics = metrics,
+	.vm_migrate = vm_migrate, .upgrade = upgrade,
 };
 
 /* Re-adopts a VM whose VMM kept running while the daemon was down: reconnect,
@@ -404,11 +469,10 @@ static void adopt(struct vmmgr *m, struct dvm *vm)
 {
 	struct mv_ctl_hello hello;
 	struct mv_error *err = NULL;
-	int r = vmm_connect(vm, 1000, &hello, &err);
+	int r = vmm_connect(vm, vm->info.vmm_gen, 0, 1000, &hello, &vm->ctl, &err);
 	if (r == 0 && !hello.ready) {
 		r = mv_err(&err, -EPROTO, "VMM was never set up (daemon died while creating it)");
-		vm->info.pid = hello.pid;
-		vmm_kill(vm);
+		vmm_kill(hello.pid);
 	}
 	struct mv_ctl_msg reply;
 	if (r == 0)

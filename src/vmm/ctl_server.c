@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -54,7 +55,7 @@ static int handle(struct vmm *v, int c, struct mv_ctl_msg *req)
 	int r = 0;
 	switch (req->type) {
 	case MV_CTL_SETUP: {
-		struct mv_ctl_setup s;
+		static struct mv_ctl_setup s;
 		memcpy(&s, req->payload, sizeof(s));
 		r = vmm_setup(v, &s, req->fds, req->nfds, &err);
 		if (r < 0)
@@ -62,6 +63,17 @@ static int handle(struct vmm *v, int c, struct mv_ctl_msg *req)
 		mv_error_free(err);
 		mv_ctl_msg_close_fds(req);    /* the mapping holds its own dups */
 		reply(c, req, r, NULL, 0, NULL, 0);
+#ifdef MV_VMM_TEST_CRASH_AFTER_SETUP
+		/* Test build only: a VMM that dies right after taking a VM over. */
+		if (r == 0 && s.resume)
+			abort();
+#endif
+		return 0;
+	}
+	case MV_CTL_SAVE_STATE: {
+		static struct mv_ctl_states out;   /* 8 KiB: keep it off the stack */
+		r = vmm_save_state(v, &out);
+		reply(c, req, r, &out, sizeof(out), NULL, 0);
 		return 0;
 	}
 	case MV_CTL_STATUS: {

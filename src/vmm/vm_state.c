@@ -10,10 +10,23 @@
 
 #define SAMPLE_NS 1000000000ULL
 
+/* Arms the dirty log off the SETUP path: arming write-protects every mapped
+ * page (~100 ms for 4 GiB), which must not count as hand-over downtime. */
 static void *sampler_main(void *arg)
 {
 	struct vmm *v = arg;
 	pthread_mutex_lock(&v->lock);
+	struct mv_error *err = NULL;
+	int r = mv_dirty_start(v->mem, MV_DIRTY_AUTO, &v->dirty, &err);
+	if (r < 0) {
+		mv_log(MV_LOG_WARN, "vm %s: no dirty log: %s", v->id, mv_error_msg(err, r));
+		mv_error_free(err);
+		v->dirty = NULL;
+		pthread_mutex_unlock(&v->lock);
+		return NULL;
+	}
+	mv_log(MV_LOG_INFO, "vm %s: dirty log: %s", v->id,
+	       mv_dirty_backend_name(mv_dirty_backend_of(v->dirty)));
 	uint64_t last = mv_now_ns();
 	while (!v->sampler_quit) {
 		struct timespec ts;
@@ -23,7 +36,7 @@ static void *sampler_main(void *arg)
 		if (v->sampler_quit)
 			break;
 		uint64_t n = 0, now = mv_now_ns();
-		struct mv_error *err = NULL;
+		err = NULL;
 		if (mv_dirty_sync(v->dirty, &n, &err) < 0) {
 			mv_log(MV_LOG_WARN, "dirty sync: %s", mv_error_msg(err, -EIO));
 			mv_error_free(err);
@@ -36,6 +49,18 @@ static void *sampler_main(void *arg)
 	}
 	pthread_mutex_unlock(&v->lock);
 	return NULL;
+}
+
+/* Each vCPU's slice must lie in guest RAM: states may come from elsewhere. */
+static int check_states(struct vmm *v, const struct mv_wl_state *st, uint32_t n,
+			struct mv_error **err)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (st[i].gpa_len && !mv_gpa_to_hva(v->mem, st[i].gpa_base, st[i].gpa_len))
+			return mv_err(err, -EINVAL, "vCPU %u state: slice 0x%llx+0x%llx is not guest RAM",
+				      i, (unsigned long long)st[i].gpa_base,
+				      (unsigned long long)st[i].gpa_len);
+	return 0;
 }
 
 int vmm_setup(struct vmm *v, const struct mv_ctl_setup *s, const int *fds, unsigned nfds,
@@ -59,47 +84,53 @@ int vmm_setup(struct vmm *v, const struct mv_ctl_setup *s, const int *fds, unsig
 	r = mv_guest_mem_map(&l, &v->mem, err);
 	if (r < 0)
 		return r;
-	struct mv_wl_state states[MV_MAX_VCPUS];
-	r = mv_wl_states_init(&s->wl, &l, s->nvcpus, states, err);
+	/* Static: 64 vCPU states are too big for the control thread's stack frame. */
+	static struct mv_wl_state states[MV_MAX_VCPUS];
+	if (s->resume) {
+		memcpy(states, s->states, sizeof(states[0]) * s->nvcpus);
+		r = check_states(v, states, s->nvcpus, err);
+	} else {
+		r = mv_wl_states_init(&s->wl, &l, s->nvcpus, states, err);
+		const struct mv_wl_ops *ops = mv_wl_ops_of(s->wl.kind);
+		for (uint32_t i = 0; r == 0 && i < s->nvcpus; i++)
+			r = ops->init(&states[i], v->mem, err);
+	}
 	if (r < 0)
 		goto fail_mem;
-	const struct mv_wl_ops *ops = mv_wl_ops_of(s->wl.kind);
-	for (uint32_t i = 0; i < s->nvcpus; i++) {
-		r = ops->init(&states[i], v->mem, err);
-		if (r < 0)
-			goto fail_mem;
-	}
-	if (s->dirty_tracking) {
-		r = mv_dirty_start(v->mem, MV_DIRTY_AUTO, &v->dirty, err);
-		if (r < 0)
-			goto fail_mem;
-	}
 	r = mv_vcpus_start(v->mem, mv_exec_native(), states, s->nvcpus, s->start_paused, &v->vcpus,
 			   err);
 	if (r < 0)
-		goto fail_dirty;
+		goto fail_mem;
 	v->nvcpus = s->nvcpus;
 	v->wl = s->wl;
 	v->state = s->start_paused ? MV_VMM_PAUSED : MV_VMM_RUNNING;
 	v->ready = true;
-	if (v->dirty) {
+	if (s->dirty_tracking) {
 		v->sampler_quit = false;
 		if (pthread_create(&v->sampler, NULL, sampler_main, v) == 0)
 			v->sampler_running = true;
 	}
-	mv_log(MV_LOG_INFO, "vm %s: %s of guest RAM in %u region(s), %u vCPU(s) running %s%s%s",
-	       v->id, mv_fmt_size(mv_guest_mem_ram_size(v->mem), (char[32]){0}, 32), l.n,
-	       s->nvcpus, mv_wl_kind_name(s->wl.kind), v->dirty ? ", dirty log: " : "",
-	       v->dirty ? mv_dirty_backend_name(mv_dirty_backend_of(v->dirty)) : "");
+	char sz[32];
+	mv_log(MV_LOG_INFO, "vm %s: %s of guest RAM in %u region(s), %u vCPU(s) %s %s", v->id,
+	       mv_fmt_size(mv_guest_mem_ram_size(v->mem), sz, sizeof(sz)), l.n, s->nvcpus,
+	       s->resume ? "resuming" : "starting", mv_wl_kind_name(s->wl.kind));
 	return 0;
-fail_dirty:
-	if (v->dirty)
-		mv_dirty_stop(v->dirty);
-	v->dirty = NULL;
 fail_mem:
 	mv_guest_mem_unmap(v->mem);
 	v->mem = NULL;
 	return r;
+}
+
+int vmm_save_state(struct vmm *v, struct mv_ctl_states *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!v->ready)
+		return -ENODEV;
+	mv_vcpus_pause(v->vcpus);
+	v->state = MV_VMM_PAUSED;
+	mv_vcpus_get_states(v->vcpus, out->states);
+	out->nvcpus = v->nvcpus;
+	return 0;
 }
 
 void vmm_status(struct vmm *v, struct mv_ctl_status *out)

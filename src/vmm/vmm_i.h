@@ -33,6 +33,8 @@ struct vmm {
 int vmm_setup(struct vmm *v, const struct mv_ctl_setup *s, const int *fds, unsigned nfds,
 	      struct mv_error **err);
 void vmm_status(struct vmm *v, struct mv_ctl_status *out);
+/* Pauses the vCPUs and copies their states: the first half of a hand-over. */
+int vmm_save_state(struct vmm *v, struct mv_ctl_states *out);
 int vmm_pause(struct vmm *v);
 int vmm_resume(struct vmm *v);
 void vmm_verify(struct vmm *v, struct mv_ctl_verify *out);

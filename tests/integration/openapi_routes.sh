@@ -20,13 +20,15 @@ for line in open(sys.argv[1]):
     if re.match(r"^\S", line) and not line.startswith("paths"):
         path = None
 PY
-[ "$(wc -l <"$T/routes")" -ge 9 ] || fail "spec parse found too few routes"
+[ "$(wc -l <"$T/routes")" -ge 11 ] || fail "spec parse found too few routes"
 order="GET POST"
 while read -r method path; do
   p=${path//\{vm\}/r1}
   case "$method $path" in
     "DELETE /v1/vms/{vm}") continue ;;     # last, below
     "POST /v1/vms") body='{"name":"r2","memory":"64M","workload":{"kind":"idle"}}' ;;
+    "POST /v1/vms/{vm}/migrate") body='{"local":true}' ;;
+    "POST /v1/upgrade") body="{\"vmm\":\"$MV_BUILD/src/vmm/memvisor-vmm\"}" ;;
     *) body= ;;
   esac
   if [ -n "$body" ]; then got=$(api "$method" "$p" "$body"); else got=$(api "$method" "$p"); fi

@@ -146,9 +146,37 @@ static int f_metrics(void *ctx, char **text, struct mv_error **err)
 	return *text ? 0 : -ENOMEM;
 }
 
+static int f_migrate(void *ctx, const char *ref, const struct mv_migrate_req *req,
+		     struct mv_handover_result *out, struct mv_error **err)
+{
+	struct fake *f = ctx;
+	f->calls++;
+	int r = known(ref, err);
+	if (r == 0) {
+		snprintf(out->vm, sizeof(out->vm), "%s", ref);
+		out->ok = true;
+		out->old_pid = 10;
+		out->new_pid = 11;
+	}
+	return r;
+}
+
+static int f_upgrade(void *ctx, const char *vmm, struct mv_handover_result **out, size_t *n,
+		     struct mv_error **err)
+{
+	struct fake *f = ctx;
+	f->calls++;
+	*out = calloc(1, sizeof(**out));
+	*n = 1;
+	snprintf((*out)->vmm, sizeof((*out)->vmm), "%s", vmm);
+	(*out)->ok = true;
+	return 0;
+}
+
 static const struct mv_api_backend fake_backend = {
 	.vm_create = f_create, .vm_list = f_list, .vm_get = f_get, .vm_action = f_action,
 	.vm_verify = f_verify, .vm_delete = f_delete, .host_get = f_host, .metrics = f_metrics,
+	.vm_migrate = f_migrate, .upgrade = f_upgrade,
 };
 
 /* ---- HTTP client ---- */
@@ -317,6 +345,47 @@ static void check_error(const struct res *r, long status, const char *field)
 
 #define SPEC_OK "{\"name\":\"new\",\"memory\":\"64M\",\"workload\":{\"kind\":\"memtouch\"}}"
 
+struct served {
+	char spec[65536];
+	int missing;
+};
+
+static void check_served(const char *method, const char *path, void *arg)
+{
+	struct served *sv = arg;
+	char key[300], lower[8];
+	for (size_t i = 0; i <= strlen(method) && i < sizeof(lower); i++)
+		lower[i] = (char)tolower((unsigned char)method[i]);
+	lower[sizeof(lower) - 1] = '\0';
+	snprintf(key, sizeof(key), "\n  %s:\n", path);
+	char *at = strstr(sv->spec, key);
+	/* The method must appear under this path, before the next path. */
+	char *next = at ? strstr(at + strlen(key), "\n  /") : NULL;
+	char mkey[32];
+	snprintf(mkey, sizeof(mkey), "\n    %s:", lower);
+	char *m = at ? strstr(at, mkey) : NULL;
+	if (!at || !m || (next && m > next)) {
+		print_error("served but not in the spec: %s %s\n", method, path);
+		sv->missing++;
+	}
+}
+
+/* Every route the router serves is in docs/api/openapi.yaml. */
+static void test_served_routes_in_spec(void **st)
+{
+	static struct served sv;
+	FILE *f = fopen(MV_SOURCE_ROOT "/docs/api/openapi.yaml", "r");
+	assert_non_null(f);
+	sv.spec[0] = '\n';
+	size_t n = fread(sv.spec + 1, 1, sizeof(sv.spec) - 2, f);
+	fclose(f);
+	assert_true(n > 0 && n < sizeof(sv.spec) - 2);
+	sv.spec[n + 1] = '\0';
+	sv.missing = 0;
+	mv_api_routes_each(check_served, &sv);
+	assert_int_equal(sv.missing, 0);
+}
+
 /* Every path+method in docs/api/openapi.yaml answers with a non-404/405. */
 static void test_spec_routes(void **st)
 {
@@ -358,9 +427,16 @@ static void test_spec_routes(void **st)
 				continue;
 			for (size_t j = 0; j <= strlen(methods[i]); j++)
 				meth[j] = (char)toupper((unsigned char)methods[i][j]);
-			bool create = strcmp(path, "/v1/vms") == 0 && strcmp(meth, "POST") == 0;
+			bool post = strcmp(meth, "POST") == 0;
+			const char *body = NULL;
+			if (post && strcmp(path, "/v1/vms") == 0)
+				body = SPEC_OK;
+			else if (post && strstr(path, "/migrate"))
+				body = "{\"local\":true}";
+			else if (post && strcmp(path, "/v1/upgrade") == 0)
+				body = "{\"vmm\":\"/usr/bin/true\"}";
 			struct res r;
-			req(v, meth, path, create ? SPEC_OK : NULL, create ? "application/json" : NULL, &r);
+			req(v, meth, path, body, body ? "application/json" : NULL, &r);
 			if (r.status == 404 || r.status == 405 || r.status >= 300)
 				fail_msg("%s %s -> %ld %s", meth, path, r.status, r.body ? r.body : "");
 			routes++;
@@ -697,6 +773,7 @@ int api_server_tests(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_spec_routes),
+		cmocka_unit_test(test_served_routes_in_spec),
 		cmocka_unit_test(test_unknown_paths),
 		cmocka_unit_test(test_methods),
 		cmocka_unit_test(test_refs_and_bodies),
