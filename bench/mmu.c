@@ -3,7 +3,7 @@
  * 5-level walks (warm: tables cache-resident; cold: random over the whole
  * footprint), nested walks, replicated vs single tables, and a native random
  * pointer chase over the same footprint with 4K pages (a TLB miss per access),
- * with ratios. Footprint: $MV_BENCH_MMU_MB (default 1024). */
+ * with ratios. Footprint: $MV_BENCH_MMU_MB (default 1024; --quick: 256). */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -194,10 +194,12 @@ static double time_nested(uint64_t pages, uint64_t span)
 	return ns;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const char *e = getenv("MV_BENCH_MMU_MB");
 	uint64_t mb = e && atoll(e) > 0 ? (uint64_t)atoll(e) : 1024;
+	if (argc > 1 && !strcmp(argv[1], "--quick") && !(e && atoll(e) > 0))
+		mb = 256;
 	uint64_t pages = mb << 8;
 	double native = native_chase(pages);
 	double tlb = time_tlb_hits();
