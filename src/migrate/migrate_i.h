@@ -1,0 +1,66 @@
+/* Internals shared by the migration files: a connection (one socket, frame
+ * sequence numbers each way, byte counts, timeouts, an optional bandwidth
+ * cap) and the page helpers. wire.c implements the connection; send.c,
+ * recv.c, postcopy.c and config.c use it. */
+#ifndef MV_MIGRATE_I_H
+#define MV_MIGRATE_I_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include "memvisor/migrate.h"
+#include "stream_i.h"
+
+struct mig_conn {
+	int fd;
+	int timeout_ms;            /* < 0: wait forever */
+	uint32_t tx_seq, rx_seq;
+	uint64_t tx_bytes, rx_bytes;
+	uint64_t bw_cap;           /* bytes/s, 0 = none */
+	uint64_t bw_t0, bw_b0;     /* pacing reference point */
+	pthread_mutex_t wlock;     /* post-copy: two threads send on the destination */
+	struct mig_hdr rx_hdr;     /* last frame received */
+	uint8_t *rx_buf;           /* MV_MIGRATE_MAX_PAYLOAD bytes */
+};
+
+/* Sets up c over fd (not owned). rx_seq starts at first_rx_seq. */
+void mig_conn_init(struct mig_conn *c, int fd, int timeout_ms, uint32_t first_rx_seq);
+void mig_conn_fini(struct mig_conn *c);
+/* Sends one frame (header + payload) whole; thread-safe. */
+int mig_send(struct mig_conn *c, uint16_t type, const void *payload, uint32_t len,
+	     struct mv_error **err) MV_MUST_CHECK;
+/* Receives one frame into c->rx_hdr / c->rx_buf, reading no byte past it:
+ * header checks, sequence number, payload checksum. timeout_ms < 0: forever.
+ * -EPIPE when the peer closed between frames. */
+int mig_recv(struct mig_conn *c, int timeout_ms, struct mv_error **err) MV_MUST_CHECK;
+/* Is a frame (or EOF) waiting? */
+bool mig_readable(struct mig_conn *c);
+/* Sends NACK(code, msg) best effort. */
+void mig_send_nack(struct mig_conn *c, int code, const char *msg);
+/* After a failure: sends our NACK, stops writing, and drains the peer's
+ * input for a short while so it reads the NACK rather than a reset. */
+void mig_fail_peer(struct mig_conn *c, int code, const char *msg);
+
+bool mig_page_is_zero(const uint8_t *p);
+
+/* Accumulates a bitmap of n bits (64 per word). */
+static inline bool mig_bit_test(const uint64_t *bm, uint64_t i) { return bm[i / 64] >> (i % 64) & 1; }
+static inline void mig_bit_set(uint64_t *bm, uint64_t i) { bm[i / 64] |= 1ULL << (i % 64); }
+static inline void mig_bit_clear(uint64_t *bm, uint64_t i) { bm[i / 64] &= ~(1ULL << (i % 64)); }
+
+/* Post-copy destination (postcopy.c): userfaultfd over guest RAM, a fault
+ * thread that asks the source for missing pages, and page placement. */
+struct mig_postcopy;
+int mig_postcopy_start(struct mv_guest_mem *mem, const struct mv_migrate_config *cfg,
+		       struct mig_conn *c, struct mig_postcopy **out,
+		       struct mv_error **err) MV_MUST_CHECK;
+/* Places one page (data NULL = zero page); a page already present is left. */
+int mig_postcopy_place(struct mig_postcopy *pc, uint64_t gpa, const uint8_t *data,
+		       struct mv_error **err) MV_MUST_CHECK;
+/* Fault-thread failure (send error), 0 when none. */
+int mig_postcopy_error(struct mig_postcopy *pc);
+uint64_t mig_postcopy_faults(struct mig_postcopy *pc);
+/* Stops the fault thread and unregisters guest RAM (waking any faulting vCPU). */
+void mig_postcopy_stop(struct mig_postcopy *pc);
+
+#endif

@@ -1,0 +1,212 @@
+/* The destination side of post-copy: guest RAM is registered with a
+ * userfaultfd in MISSING mode, so a vCPU touching a page that is not in the
+ * memfd yet blocks; a fault thread turns those faults into PAGE_REQ frames
+ * to the source, and the receive loop places arriving pages atomically with
+ * UFFDIO_COPY / UFFDIO_ZEROPAGE, which also wakes the faulting vCPUs. Pages
+ * already in the memfd (pre-copied) never fault. Used by recv.c.
+ * Mechanics as in the kernel's mm selftests (uffd-common.c). */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include "memvisor/util.h"
+#include "migrate_i.h"
+
+#define FAULT_BATCH 64u
+
+struct mig_postcopy {
+	struct mv_guest_mem *mem;
+	struct mig_conn *c;
+	int uffd;
+	int stop_fd;          /* eventfd: wakes the fault thread to exit */
+	pthread_t th;
+	bool th_started;
+	int error;            /* __atomic: fault thread send failure */
+	uint64_t faults;      /* __atomic */
+};
+
+static int uffd_open(void)
+{
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	/* vCPUs fault in user mode, which unprivileged uffds may still handle. */
+	if (fd < 0 && errno == EPERM)
+		fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+	if (fd < 0)
+		return -errno;
+	struct uffdio_api api = {.api = UFFD_API, .features = 0};
+	if (ioctl(fd, UFFDIO_API, &api) < 0) {
+		int e = -errno;
+		close(fd);
+		return e;
+	}
+	return fd;
+}
+
+/* GPA of the page holding hva, or UINT64_MAX. */
+static uint64_t hva_to_gpa(struct mv_guest_mem *m, uint64_t hva)
+{
+	for (unsigned i = 0; i < mv_guest_mem_nregions(m); i++) {
+		const struct mv_mem_region *g = mv_guest_mem_region(m, i);
+		uint64_t base = (uintptr_t)g->hva;
+		if (hva >= base && hva - base < g->size)
+			return g->gpa + ((hva - base) & ~(MV_MIGRATE_PAGE_SIZE - 1ULL));
+	}
+	return UINT64_MAX;
+}
+
+static void *fault_main(void *arg)
+{
+	struct mig_postcopy *pc = arg;
+	struct uffd_msg msg[FAULT_BATCH];
+	uint64_t gpas[FAULT_BATCH];
+	uint8_t buf[8 + 8 * FAULT_BATCH];
+	for (;;) {
+		struct pollfd p[2] = {{.fd = pc->uffd, .events = POLLIN}, {.fd = pc->stop_fd, .events = POLLIN}};
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (p[1].revents)
+			break;
+		ssize_t n = read(pc->uffd, msg, sizeof(msg));
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				continue;
+			break;
+		}
+		uint32_t k = 0;
+		for (size_t i = 0; i < (size_t)n / sizeof(msg[0]); i++) {
+			if (msg[i].event != UFFD_EVENT_PAGEFAULT)
+				continue;
+			uint64_t gpa = hva_to_gpa(pc->mem, msg[i].arg.pagefault.address);
+			bool dup = gpa == UINT64_MAX;
+			for (uint32_t j = 0; j < k && !dup; j++)
+				dup = gpas[j] == gpa;
+			if (!dup)
+				gpas[k++] = gpa;
+		}
+		if (!k)
+			continue;
+		__atomic_add_fetch(&pc->faults, k, __ATOMIC_RELAXED);
+		size_t len = mig_gpas_put(buf, gpas, k);
+		int r = mig_send(pc->c, MIG_PAGE_REQ, buf, (uint32_t)len, NULL);
+		if (r < 0) {
+			__atomic_store_n(&pc->error, r, __ATOMIC_RELEASE);
+			break;
+		}
+	}
+	return NULL;
+}
+
+int mig_postcopy_start(struct mv_guest_mem *mem, const struct mv_migrate_config *cfg,
+		       struct mig_conn *c, struct mig_postcopy **out, struct mv_error **err)
+{
+	struct mig_postcopy *pc = calloc(1, sizeof(*pc));
+	if (!pc)
+		abort();
+	pc->mem = mem;
+	pc->c = c;
+	pc->stop_fd = -1;
+	int r = pc->uffd = uffd_open();
+	if (r < 0) {
+		mv_err(err, r, "userfaultfd: %s", strerror(-r));
+		goto fail;
+	}
+	for (unsigned i = 0; i < mv_guest_mem_nregions(mem); i++) {
+		const struct mv_mem_region *g = mv_guest_mem_region(mem, i);
+		struct uffdio_register reg = {
+			.range = {.start = (uintptr_t)g->hva, .len = g->size},
+			.mode = UFFDIO_REGISTER_MODE_MISSING,
+		};
+		if (ioctl(pc->uffd, UFFDIO_REGISTER, &reg) < 0) {
+			r = mv_err(err, -errno, "registering region %u for post-copy: %s%s", i,
+				   strerror(errno),
+				   errno == EBUSY ? " (a dirty log is already tracking it)" : "");
+			goto fail;
+		}
+		uint64_t need = 1ULL << _UFFDIO_COPY | 1ULL << _UFFDIO_ZEROPAGE;
+		if ((reg.ioctls & need) != need) {
+			r = mv_err(err, -EOPNOTSUPP, "region %u: no UFFDIO_COPY/ZEROPAGE", i);
+			goto fail;
+		}
+	}
+	(void)cfg;
+	pc->stop_fd = eventfd(0, EFD_CLOEXEC);
+	if (pc->stop_fd < 0) {
+		r = mv_err(err, -errno, "eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	r = -pthread_create(&pc->th, NULL, fault_main, pc);
+	if (r < 0) {
+		mv_err(err, r, "starting the fault thread: %s", strerror(-r));
+		goto fail;
+	}
+	pc->th_started = true;
+	*out = pc;
+	return 0;
+fail:
+	mig_postcopy_stop(pc);
+	return r;
+}
+
+int mig_postcopy_place(struct mig_postcopy *pc, uint64_t gpa, const uint8_t *data,
+		       struct mv_error **err)
+{
+	uint8_t *hva = mv_gpa_to_hva(pc->mem, gpa, MV_MIGRATE_PAGE_SIZE);
+	for (;;) {
+		int rc;
+		if (data) {
+			struct uffdio_copy cp = {.dst = (uintptr_t)hva, .src = (uintptr_t)data,
+						 .len = MV_MIGRATE_PAGE_SIZE, .mode = 0};
+			rc = ioctl(pc->uffd, UFFDIO_COPY, &cp);
+		} else {
+			struct uffdio_zeropage zp = {.range = {.start = (uintptr_t)hva,
+							       .len = MV_MIGRATE_PAGE_SIZE}, .mode = 0};
+			rc = ioctl(pc->uffd, UFFDIO_ZEROPAGE, &zp);
+		}
+		/* EEXIST: the page is there already (pre-copied, or placed by an
+		 * earlier answer to a request): it is current, keep it. */
+		if (rc == 0 || errno == EEXIST)
+			return 0;
+		if (errno != EAGAIN && errno != EINTR)
+			return mv_err(err, -errno, "placing gpa 0x%llx: %s", (unsigned long long)gpa,
+				      strerror(errno));
+	}
+}
+
+int mig_postcopy_error(struct mig_postcopy *pc)
+{
+	return __atomic_load_n(&pc->error, __ATOMIC_ACQUIRE);
+}
+
+uint64_t mig_postcopy_faults(struct mig_postcopy *pc)
+{
+	return __atomic_load_n(&pc->faults, __ATOMIC_RELAXED);
+}
+
+void mig_postcopy_stop(struct mig_postcopy *pc)
+{
+	if (!pc)
+		return;
+	if (pc->th_started) {
+		uint64_t one = 1;
+		if (write(pc->stop_fd, &one, sizeof(one)) < 0)
+			abort();   /* an eventfd write of 1 cannot fail */
+		pthread_join(pc->th, NULL);
+	}
+	/* Closing the uffd unregisters guest RAM and wakes any vCPU still
+	 * blocked on a page: it retries and gets the memfd's page (a zero
+	 * page for a hole, which is what the source had). */
+	if (pc->uffd >= 0)
+		close(pc->uffd);
+	if (pc->stop_fd >= 0)
+		close(pc->stop_fd);
+	free(pc);
+}

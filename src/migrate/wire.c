@@ -1,0 +1,222 @@
+/* Migration frames over a stream socket: whole-frame sends with a timeout
+ * and an optional bandwidth cap, and exact reads (never past the frame, so
+ * the destination daemon can pass the socket on after CONFIG). Used by
+ * send.c, recv.c, postcopy.c and config.c; the codec is stream.c. */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+#include "memvisor/ctl.h"
+#include "memvisor/util.h"
+#include "migrate_i.h"
+
+void mig_conn_init(struct mig_conn *c, int fd, int timeout_ms, uint32_t first_rx_seq)
+{
+	memset(c, 0, sizeof(*c));
+	c->fd = fd;
+	c->timeout_ms = timeout_ms;
+	c->rx_seq = first_rx_seq;
+	pthread_mutex_init(&c->wlock, NULL);
+	/* Room for a couple of full RAM frames in flight: fewer wake-ups per
+	 * frame on both ends (best effort; capped by net.core.*mem_max). */
+	int sz = 4 << 20;
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+	c->rx_buf = malloc(MV_MIGRATE_MAX_PAYLOAD);
+	if (!c->rx_buf)
+		abort();
+}
+
+void mig_conn_fini(struct mig_conn *c)
+{
+	free(c->rx_buf);
+	c->rx_buf = NULL;
+	pthread_mutex_destroy(&c->wlock);
+}
+
+static int wait_fd(int fd, short ev, int timeout_ms)
+{
+	struct pollfd p = {.fd = fd, .events = ev};
+	for (;;) {
+		int n = poll(&p, 1, timeout_ms);
+		if (n > 0)
+			return 0;
+		if (n == 0)
+			return -ETIMEDOUT;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+static int write_all(struct mig_conn *c, struct iovec *iov, int niov)
+{
+	while (niov > 0) {
+		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)niov};
+		ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				return -errno;
+			int r = wait_fd(c->fd, POLLOUT, c->timeout_ms);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		size_t left = (size_t)n;
+		while (niov > 0 && left >= iov->iov_len) {
+			left -= iov->iov_len;
+			iov++;
+			niov--;
+		}
+		if (niov > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + left;
+			iov->iov_len -= left;
+		}
+	}
+	return 0;
+}
+
+/* Holds the average rate since the reference point at or under the cap. */
+static void pace(struct mig_conn *c)
+{
+	uint64_t now = mv_now_ns();
+	if (!c->bw_t0) {
+		c->bw_t0 = now;
+		c->bw_b0 = c->tx_bytes;
+		return;
+	}
+	uint64_t due = c->bw_t0 + (c->tx_bytes - c->bw_b0) * 1000000000ULL / c->bw_cap;
+	if (due > now) {
+		struct timespec ts = {.tv_sec = (time_t)((due - now) / 1000000000ULL),
+				      .tv_nsec = (long)((due - now) % 1000000000ULL)};
+		nanosleep(&ts, NULL);
+	}
+}
+
+int mig_send(struct mig_conn *c, uint16_t type, const void *payload, uint32_t len,
+	     struct mv_error **err)
+{
+	uint8_t hdr[MV_MIGRATE_HDR_SIZE];
+	pthread_mutex_lock(&c->wlock);
+	mig_hdr_put(hdr, type, len, c->tx_seq, mv_crc32c(0, payload, len));
+	struct iovec iov[2] = {{hdr, sizeof(hdr)}, {(void *)(uintptr_t)payload, len}};
+	int r = write_all(c, iov, len ? 2 : 1);
+	if (r == 0) {
+		c->tx_seq++;
+		c->tx_bytes += sizeof(hdr) + len;
+	}
+	pthread_mutex_unlock(&c->wlock);
+	if (r < 0)
+		return mv_err(err, r, "sending %s frame: %s", mig_type_name(type),
+			      r == -ETIMEDOUT ? "peer stopped reading (timeout)" : strerror(-r));
+	if (c->bw_cap)
+		pace(c);
+	return 0;
+}
+
+static int read_exact(struct mig_conn *c, uint8_t *buf, size_t len, int timeout_ms, bool *got_any)
+{
+	size_t off = 0;
+	while (off < len) {
+		ssize_t n = recv(c->fd, buf + off, len - off, MSG_DONTWAIT);
+		if (n > 0) {
+			off += (size_t)n;
+			*got_any = true;
+			continue;
+		}
+		if (n == 0)
+			return -EPIPE;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN)
+			return -errno;
+		int r = wait_fd(c->fd, POLLIN, timeout_ms);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int mig_recv(struct mig_conn *c, int timeout_ms, struct mv_error **err)
+{
+	uint8_t hdr[MV_MIGRATE_HDR_SIZE];
+	bool got = false;
+	int r = read_exact(c, hdr, sizeof(hdr), timeout_ms, &got);
+	if (r == -EPIPE && !got)
+		return mv_err(err, -EPIPE, "peer closed the connection");
+	if (r < 0)
+		return mv_err(err, r, "reading frame header: %s",
+			      r == -ETIMEDOUT ? "timed out" : r == -EPIPE ? "peer closed mid-frame"
+			      : strerror(-r));
+	struct mig_hdr *h = &c->rx_hdr;
+	r = mig_hdr_get(hdr, h, err);
+	if (r < 0)
+		return r;
+	if (h->seq != c->rx_seq)
+		return mv_err(err, -EPROTO, "%s frame has sequence %u, expected %u (lost or replayed)",
+			      mig_type_name(h->type), h->seq, c->rx_seq);
+	r = read_exact(c, c->rx_buf, h->len, timeout_ms, &got);
+	if (r < 0)
+		return mv_err(err, r, "reading %s payload: %s", mig_type_name(h->type),
+			      r == -ETIMEDOUT ? "timed out" : r == -EPIPE ? "peer closed mid-frame"
+			      : strerror(-r));
+	r = mig_payload_check(h, c->rx_buf, err);
+	if (r < 0)
+		return r;
+	c->rx_seq++;
+	c->rx_bytes += sizeof(hdr) + h->len;
+	return 0;
+}
+
+bool mig_readable(struct mig_conn *c)
+{
+	return wait_fd(c->fd, POLLIN, 0) == 0;
+}
+
+void mig_send_nack(struct mig_conn *c, int code, const char *msg)
+{
+	uint8_t buf[8 + MIG_NACK_MAX_MSG];
+	if (code >= 0 || code < -4095)
+		code = -EIO;
+	size_t n = mig_nack_put(buf, code, msg);
+	int saved = c->timeout_ms;
+	c->timeout_ms = 1000;   /* never hang on a peer that stopped reading */
+	if (mig_send(c, MIG_NACK, buf, (uint32_t)n, NULL) < 0)
+		mv_log(MV_LOG_DEBUG, "migrate: NACK not sent");
+	c->timeout_ms = saved;
+}
+
+void mig_fail_peer(struct mig_conn *c, int code, const char *msg)
+{
+	mig_send_nack(c, code, msg);
+	shutdown(c->fd, SHUT_WR);
+	/* Unread input would turn our close into a TCP reset that can drop the
+	 * NACK; read until the peer closes or a second passes. */
+	uint64_t end = mv_now_ns() + 1000000000ULL;
+	for (;;) {
+		uint64_t now = mv_now_ns();
+		if (now >= end || wait_fd(c->fd, POLLIN, (int)((end - now) / 1000000)) < 0)
+			break;
+		ssize_t n = recv(c->fd, c->rx_buf, MV_MIGRATE_MAX_PAYLOAD, MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			break;
+	}
+}
+
+bool mig_page_is_zero(const uint8_t *p)
+{
+	const uint64_t *w = (const uint64_t *)(const void *)p;
+	uint64_t acc = 0;
+	for (size_t i = 0; i < MV_MIGRATE_PAGE_SIZE / 8; i += 8) {
+		for (size_t k = 0; k < 8; k++)
+			acc |= w[i + k];
+		if (acc)
+			return false;
+	}
+	return true;
+}
