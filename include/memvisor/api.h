@@ -17,7 +17,11 @@
 #define MV_ID_LEN 16   /* hex chars of a VM id */
 
 enum mv_vm_state {
-	MV_VM_CREATING, MV_VM_RUNNING, MV_VM_PAUSED, MV_VM_STOPPED, MV_VM_CRASHED, MV_VM__COUNT
+	MV_VM_CREATING, MV_VM_RUNNING, MV_VM_PAUSED, MV_VM_STOPPED, MV_VM_CRASHED,
+	MV_VM_MIGRATING,   /* running here while its memory streams to another host */
+	MV_VM_INCOMING,    /* arriving from another host */
+	MV_VM_MIGRATED,    /* now runs on another host; holds nothing here */
+	MV_VM__COUNT
 };
 /* "creating", "running", ...; "unknown" out of range. Static string. */
 const char *mv_vm_state_name(enum mv_vm_state s);
@@ -29,6 +33,24 @@ struct mv_vm_spec {
 	uint32_t vcpus;               /* 1..MV_MAX_VCPUS, default 1 */
 	enum mv_mem_backing backing;  /* "auto" (default) | "4k" | "hugetlb" */
 	struct mv_wl_params workload; /* kind required; others default per kind */
+};
+
+/* The last (or current) live migration of a VM to another host. */
+struct mv_migration_info {
+	bool active;                  /* false: never migrated (nothing to show) */
+	char to[128];                 /* destination host:port ("" on the destination) */
+	char from[128];               /* source address, on the destination */
+	char phase[16];               /* setup, precopy, stopcopy, postcopy, done, failed */
+	uint32_t pass;
+	uint32_t throttle_pct;
+	uint64_t bytes_sent;
+	uint64_t pages_sent;
+	uint64_t pages_remaining;
+	uint64_t dirty_rate;          /* pages/s */
+	uint64_t bandwidth;           /* bytes/s */
+	uint64_t downtime_us;
+	uint64_t total_us;
+	char error[256];              /* why it failed; the VM runs on where it was */
 };
 
 /* Everything the API shows about one VM. */
@@ -53,6 +75,7 @@ struct mv_vm_info {
 	uint64_t dirty_pages_total;
 	double dirty_rate;            /* pages/s over the last sampling interval */
 	char dirty_backend[16];
+	struct mv_migration_info migration;
 };
 
 struct mv_host_info {
@@ -77,10 +100,15 @@ enum mv_vm_action { MV_VM_PAUSE, MV_VM_RESUME, MV_VM_STOP };
 
 #define MV_PATH_MAX 256
 
-/* POST /v1/vms/{vm}/migrate body. */
+/* POST /v1/vms/{vm}/migrate body: exactly one of local and to. */
 struct mv_migrate_req {
 	bool local;                  /* hand over to a new VMM process on this host (zero-copy) */
 	char vmm[MV_PATH_MAX];       /* local: the new VMM binary; "" = the daemon's current one */
+	char to[128];                /* remote: the destination daemon's migration address host:port */
+	uint32_t downtime_ms;        /* remote: stop-copy target, 0 = default (300) */
+	bool postcopy;               /* remote: resume at the destination early, pull pages */
+	bool compress;               /* remote: zstd pages */
+	uint64_t max_bandwidth;      /* remote: bytes/s cap, 0 = none */
 };
 
 /* Outcome of moving one VM to a new VMM process on this host. */
@@ -97,7 +125,8 @@ struct mv_handover_result {
 
 /* Implemented by memvisord. Every call returns 0 or -errno with *err set;
  * errors map to HTTP as: -EINVAL 400, -ENOENT 404, -EEXIST/-EBUSY 409,
- * -ENOSPC 422 (does not fit), -E2BIG 413, others 500. `ref` is an id or a name.
+ * -ENOSPC 422 (does not fit), -E2BIG 413, unreachable peer (-EHOSTUNREACH,
+ * -ECONNREFUSED, -ETIMEDOUT, -ENETUNREACH) 503, others 500. `ref` is an id or a name.
  * Calls may come from the API's thread concurrently with the daemon's own. */
 struct mv_api_backend {
 	int (*vm_create)(void *ctx, const struct mv_vm_spec *spec, struct mv_vm_info *out,
@@ -112,10 +141,13 @@ struct mv_api_backend {
 	/* force: stop a running VM first; else -EBUSY while it runs. */
 	int (*vm_delete)(void *ctx, const char *ref, bool force, struct mv_error **err);
 	int (*host_get)(void *ctx, struct mv_host_info *out, struct mv_error **err);
-	/* Moves the VM to a new VMM process; a failed hand-over leaves the VM
-	 * running on its old VMM and returns -EIO with the reason. */
+	/* local: moves the VM to a new VMM process (a failed hand-over leaves it
+	 * on its old VMM and returns -EIO with the reason), filling *out.
+	 * remote: starts a live migration and returns at once with *vm showing
+	 * state migrating; progress and outcome show in the VM's migration. */
 	int (*vm_migrate)(void *ctx, const char *ref, const struct mv_migrate_req *req,
-			  struct mv_handover_result *out, struct mv_error **err);
+			  struct mv_handover_result *out, struct mv_vm_info *vm,
+			  struct mv_error **err);
 	/* Moves every live VM, one at a time, to a new VMM binary; per-VM results
 	 * in *out (malloc'ed). Fails as a whole only for a bad binary path. */
 	int (*upgrade)(void *ctx, const char *vmm_path, struct mv_handover_result **out, size_t *n,

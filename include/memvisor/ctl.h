@@ -11,13 +11,14 @@
 #include <stdint.h>
 #include "memvisor/error.h"
 #include "memvisor/mem.h"
+#include "memvisor/migrate.h"
 #include "memvisor/vm.h"
 
 #define MV_CTL_MAGIC 0x4343564dU   /* "MVCC" */
 #define MV_CTL_VERSION 1
 #define MV_CTL_TRAILER 0x21444e45U /* "END!" */
 #define MV_CTL_MAX_PAYLOAD 16384
-#define MV_CTL_MAX_FDS MV_MEM_MAX_REGIONS
+#define MV_CTL_MAX_FDS (MV_MEM_MAX_REGIONS + 1)   /* RAM regions + a migration socket */
 
 enum mv_ctl_type {
 	MV_CTL_HELLO = 1,     /* vmm -> daemon on accept: who am I */
@@ -29,6 +30,9 @@ enum mv_ctl_type {
 	MV_CTL_VERIFY,
 	MV_CTL_GET_MEM,       /* reply carries the layout and its fds (re-adoption) */
 	MV_CTL_SAVE_STATE,    /* pauses the vCPUs and returns their states (hand-over) */
+	MV_CTL_MIGRATE_OUT,   /* fd: a connected stream to the destination; starts sending */
+	MV_CTL_MIGRATE_IN,    /* fds: RAM regions + the stream; replies once the VM runs */
+	MV_CTL_MIGRATE_CANCEL,
 	MV_CTL__COUNT
 };
 
@@ -91,6 +95,28 @@ struct mv_ctl_status {
 	uint64_t dirty_pages_total;
 	uint64_t dirty_rate_milli;   /* pages/s * 1000 */
 	char dirty_backend[16];
+	uint32_t migrating;    /* 1 while an outgoing migration runs or has ended unreported */
+	uint32_t mig_result;   /* 0 running, 1 done (VM lives at the destination), 2 failed */
+	struct mv_migrate_progress mig;
+	char mig_error[256];
+};
+
+/* Migration options as they cross the control channel. */
+struct mv_ctl_migrate_opts {
+	char vm_name[64];         /* MIGRATE_OUT: the name the destination will know it by */
+	uint32_t features;        /* enum mv_migrate_feature */
+	uint32_t downtime_ms;
+	uint32_t max_passes;
+	uint32_t postcopy_after;
+	int32_t zstd_level;
+	uint32_t pad;
+	uint64_t max_bandwidth;
+};
+
+/* MIGRATE_IN request: the VM as the stream's CONFIG described it. */
+struct mv_ctl_migrate_in {
+	struct mv_ctl_migrate_opts opts;
+	struct mv_migrate_config cfg;
 };
 
 struct mv_ctl_verify {

@@ -9,6 +9,7 @@
 #include "api_i.h"
 
 static const char *const state_names[MV_VM__COUNT] = {
+	[MV_VM_MIGRATING] = "migrating", [MV_VM_INCOMING] = "incoming", [MV_VM_MIGRATED] = "migrated",
 	[MV_VM_CREATING] = "creating", [MV_VM_RUNNING] = "running", [MV_VM_PAUSED] = "paused",
 	[MV_VM_STOPPED] = "stopped", [MV_VM_CRASHED] = "crashed",
 };
@@ -91,6 +92,20 @@ json_t *api_vm_json(const struct mv_vm_info *vm)
 				       "signal", (json_int_t)vm->exit_signal,
 				       "reason", JSTR(vm->exit_reason));
 		if (json_object_set_new(o, "exit", ex) < 0)
+			goto fail;
+	}
+	const struct mv_migration_info *mg = &vm->migration;
+	if (mg->active) {
+		json_t *j = json_pack("{s:o, s:o, s:o, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+				      "to", JSTR(mg->to), "from", JSTR(mg->from), "phase", JSTR(mg->phase),
+				      "pass", (json_int_t)mg->pass,
+				      "throttle_pct", (json_int_t)mg->throttle_pct,
+				      "bytes_sent", ju(mg->bytes_sent), "pages_sent", ju(mg->pages_sent),
+				      "pages_remaining", ju(mg->pages_remaining),
+				      "dirty_rate", ju(mg->dirty_rate), "bandwidth", ju(mg->bandwidth),
+				      "downtime_us", ju(mg->downtime_us), "total_us", ju(mg->total_us),
+				      "error", JSTR(mg->error));
+		if (json_object_set_new(o, "migration", j) < 0)
 			goto fail;
 	}
 	return o;

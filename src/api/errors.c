@@ -17,6 +17,7 @@ int mv_api_http_status(int code)
 	case -EEXIST: case -EBUSY: return 409;
 	case -E2BIG: return 413;
 	case -ENOSPC: return 422;
+	case -EHOSTUNREACH: case -ECONNREFUSED: case -ETIMEDOUT: case -ENETUNREACH: return 503;
 	default: return 500;
 	}
 }

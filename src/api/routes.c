@@ -166,13 +166,18 @@ void api_vm_migrate(const struct mv_api_backend *be, void *ctx, const char *ref,
 	}
 	NEED(be, vm_migrate, out);
 	memset(&res, 0, sizeof(res));
-	r = be->vm_migrate(ctx, ref, &req, &res, &e);
+	struct mv_vm_info vm;
+	memset(&vm, 0, sizeof(vm));
+	r = be->vm_migrate(ctx, ref, &req, &res, &vm, &e);
 	if (r < 0) {
 		fail(out, r, e);
 		return;
 	}
 	mv_error_free(e);
-	api_resp_json(out, 200, mv_api_encode_handover(&res));
+	if (req.local)
+		api_resp_json(out, 200, mv_api_encode_handover(&res));
+	else
+		api_resp_json(out, 202, mv_api_encode_vm(&vm));
 }
 
 void api_upgrade(const struct mv_api_backend *be, void *ctx, const struct api_req *rq,

@@ -90,6 +90,8 @@ static uint32_t expected_len(uint16_t type, bool reply)
 	case MV_CTL_VERIFY: return reply ? sizeof(struct mv_ctl_verify) : 0;
 	case MV_CTL_GET_MEM: return reply ? sizeof(struct mv_ctl_mem) : 0;
 	case MV_CTL_SAVE_STATE: return reply ? sizeof(struct mv_ctl_states) : 0;
+	case MV_CTL_MIGRATE_OUT: return reply ? 0 : sizeof(struct mv_ctl_migrate_opts);
+	case MV_CTL_MIGRATE_IN: return reply ? 0 : sizeof(struct mv_ctl_migrate_in);
 	default: return 0;
 	}
 }
@@ -133,7 +135,8 @@ int mv_ctl_validate_payload(const struct mv_ctl_msg *m, struct mv_error **err)
 	if (m->payload_len != want)
 		return mv_err(err, -EPROTO, "control frame type %u: payload %u bytes, expected %u",
 			      m->type, m->payload_len, want);
-	bool fds_ok = (m->type == MV_CTL_SETUP && !reply) ||
+	bool fds_ok = ((m->type == MV_CTL_SETUP || m->type == MV_CTL_MIGRATE_OUT ||
+			m->type == MV_CTL_MIGRATE_IN) && !reply) ||
 		      (m->type == MV_CTL_GET_MEM && reply && m->status == 0);
 	if (m->nfds && !fds_ok)
 		return mv_err(err, -EPROTO, "control frame type %u carries fds", m->type);
@@ -163,7 +166,9 @@ int mv_ctl_validate_payload(const struct mv_ctl_msg *m, struct mv_error **err)
 		struct mv_ctl_status s;
 		memcpy(&s, m->payload, sizeof(s));
 		if (s.state > MV_VMM_STOPPING || s.nvcpus > MV_MAX_VCPUS ||
-		    !has_nul(s.dirty_backend, sizeof(s.dirty_backend)))
+		    !has_nul(s.dirty_backend, sizeof(s.dirty_backend)) || s.migrating > 1 ||
+		    s.mig_result > 2 || s.mig.phase > MV_MIGRATE_FAILED ||
+		    !has_nul(s.mig_error, sizeof(s.mig_error)))
 			return mv_err(err, -EPROTO, "control STATUS: bad field");
 		return 0;
 	}
@@ -173,6 +178,26 @@ int mv_ctl_validate_payload(const struct mv_ctl_msg *m, struct mv_error **err)
 		if (v.ok > 1 || !has_nul(v.message, sizeof(v.message)))
 			return mv_err(err, -EPROTO, "control VERIFY: bad field");
 		return 0;
+	}
+	case MV_CTL_MIGRATE_OUT: {
+		struct mv_ctl_migrate_opts o;
+		memcpy(&o, m->payload, sizeof(o));
+		if (m->nfds != 1 || o.features & ~MV_MIGRATE_F_ALL || !has_nul(o.vm_name, sizeof(o.vm_name)))
+			return mv_err(err, -EPROTO, "control MIGRATE_OUT: bad field");
+		return 0;
+	}
+	case MV_CTL_MIGRATE_IN: {
+		struct mv_ctl_migrate_in in;
+		memcpy(&in, m->payload, sizeof(in));
+		if (in.opts.features & ~MV_MIGRATE_F_ALL || in.cfg.nvcpus == 0 ||
+		    in.cfg.nvcpus > MV_MAX_VCPUS || in.cfg.nregions + 1 != m->nfds)
+			return mv_err(err, -EPROTO, "control MIGRATE_IN: bad field");
+		struct mv_ctl_region r[MV_MEM_MAX_REGIONS];
+		for (uint32_t i = 0; i < in.cfg.nregions && i < MV_MEM_MAX_REGIONS; i++)
+			r[i] = (struct mv_ctl_region){.gpa = in.cfg.regions[i].gpa,
+						      .size = in.cfg.regions[i].size,
+						      .flags = in.cfg.regions[i].flags};
+		return check_regions(r, in.cfg.nregions, m->nfds - 1, err);
 	}
 	case MV_CTL_SAVE_STATE: {
 		struct mv_ctl_states g;

@@ -18,6 +18,8 @@ struct dvm {
 	int ctl;                     /* control socket to the VMM, -1 when none */
 	uint32_t seq;
 	bool stop_requested;
+	bool migrated_out;           /* its VMM ends because the VM lives elsewhere now */
+	enum mv_vm_state state_before_migration;
 	uint64_t minflt, majflt;     /* VMM page faults */
 	char dir[PATH_MAX];          /* <state>/vms/<id> */
 };
@@ -27,6 +29,7 @@ struct daemon_cfg {
 	const char *state_dir;
 	const char *vmm_path;
 	uint64_t mem_capacity;
+	const char *migrate_listen;  /* HOST:PORT for incoming migrations, NULL = none */
 };
 
 struct vmmgr {
@@ -40,6 +43,8 @@ struct vmmgr {
 	pthread_cond_t quit_cv;
 	uint64_t vmm_crashes;
 	uint64_t handovers, handover_failures;
+	int mig_listen;              /* TCP listener for incoming migrations, -1 when none */
+	pthread_t mig_thread;
 	char vmm_path_buf[MV_PATH_MAX];   /* cfg.vmm_path after an upgrade */
 };
 
@@ -74,7 +79,17 @@ void vmm_kill_group(pid_t pgid);
 /* handover.c: moves a live VM to a new VMM process on this host, zero-copy. */
 int handover_vm(struct vmmgr *m, struct dvm *vm, const char *bin, struct mv_handover_result *res);
 
+/* migration.c: live migration between hosts (source and destination). */
+int migration_start(struct vmmgr *m, struct dvm *vm, const struct mv_migrate_req *req,
+		    struct mv_error **err);
+/* Watcher, lock held: follows an outgoing migration from the VMM's STATUS. */
+void migration_poll(struct vmmgr *m, struct dvm *vm, const struct mv_ctl_status *st);
+int migration_listen_start(struct vmmgr *m, const char *addr, struct mv_error **err);
+void migration_listen_stop(struct vmmgr *m);
+
 /* vmmgr.c */
+struct dvm *vmmgr_vm_new(struct vmmgr *m, const struct mv_vm_info *info);
+void vmmgr_vm_free(struct vmmgr *m, struct dvm *vm);
 int vmmgr_init(struct vmmgr *m, const struct daemon_cfg *cfg, struct mv_error **err);
 void vmmgr_fini(struct vmmgr *m);
 extern const struct mv_api_backend vmmgr_backend;

@@ -24,7 +24,8 @@ static void usage(FILE *f)
 		"  --socket PATH        API socket (default $MEMVISOR_SOCKET or " DEFAULT_SOCKET ")\n"
 		"  --state-dir DIR      SQLite state and per-VM files (default " DEFAULT_STATE ")\n"
 		"  --mem-capacity SIZE  guest memory this host admits (default: MemTotal - 512M)\n"
-		"  --vmm PATH           memvisor-vmm binary (default: next to memvisord)\n");
+		"  --vmm PATH           memvisor-vmm binary (default: next to memvisord)\n"
+		"  --migrate-listen HOST:PORT  accept live migrations from other hosts there\n");
 }
 
 /* Next to memvisord when installed, ../vmm/ in the build tree. */
@@ -50,6 +51,7 @@ int main(int argc, char **argv)
 		{"state-dir", required_argument, NULL, 'd'},
 		{"mem-capacity", required_argument, NULL, 'm'},
 		{"vmm", required_argument, NULL, 'v'},
+		{"migrate-listen", required_argument, NULL, 'l'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -65,6 +67,7 @@ int main(int argc, char **argv)
 		case 'd': cfg.state_dir = optarg; break;
 		case 'm': cap = optarg; break;
 		case 'v': cfg.vmm_path = optarg; break;
+		case 'l': cfg.migrate_listen = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -120,22 +123,31 @@ int main(int argc, char **argv)
 		fprintf(stderr, "memvisord: watcher thread: %s\n", strerror(-r));
 		return 1;
 	}
+	if (cfg.migrate_listen && (r = migration_listen_start(&mgr, cfg.migrate_listen, &err)) < 0) {
+		fprintf(stderr, "memvisord: %s\n", mv_error_msg(err, r));
+		watch_stop(&mgr);
+		return 1;
+	}
 	struct mv_api_server *api;
 	r = mv_api_server_start(cfg.socket_path, &vmmgr_backend, &mgr, &api, &err);
 	if (r < 0) {
 		fprintf(stderr, "memvisord: API on %s: %s\n", cfg.socket_path, mv_error_msg(err, r));
 		watch_stop(&mgr);
+		migration_listen_stop(&mgr);
 		return 1;
 	}
 	char a[32];
-	mv_log(MV_LOG_INFO, "listening on %s; state in %s; %zu VM(s); guest memory capacity %s",
-	       cfg.socket_path, cfg.state_dir, mgr.nvms, mv_fmt_size(cfg.mem_capacity, a, sizeof(a)));
+	mv_log(MV_LOG_INFO, "listening on %s; state in %s; %zu VM(s); guest memory capacity %s%s%s",
+	       cfg.socket_path, cfg.state_dir, mgr.nvms, mv_fmt_size(cfg.mem_capacity, a, sizeof(a)),
+	       cfg.migrate_listen ? "; migrations in on " : "",
+	       cfg.migrate_listen ? cfg.migrate_listen : "");
 	int sig = 0;
 	while (sigwait(&set, &sig) == 0 && sig == SIGHUP)
 		;
 	mv_log(MV_LOG_INFO, "signal %d: shutting down; VMs keep running", sig);
 	mv_api_server_stop(api);
 	watch_stop(&mgr);
+	migration_listen_stop(&mgr);
 	vmmgr_fini(&mgr);
 	return 0;
 }

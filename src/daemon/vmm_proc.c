@@ -115,8 +115,9 @@ int vmm_call_on(int sock, uint32_t *seq, uint16_t type, const void *payload, uin
 		const int *fds, unsigned nfds, struct mv_ctl_msg *reply, int timeout_ms,
 		struct mv_error **err)
 {
-	/* Static: a frame is 16 KiB, and calls are serialized by the manager lock. */
-	static struct mv_ctl_msg req;
+	/* Off the stack: a frame is 16 KiB. Per thread: incoming migrations call
+	 * without the manager lock. */
+	static _Thread_local struct mv_ctl_msg req;
 	mv_ctl_msg_init(&req, type, payload, len);
 	req.seq = ++*seq;
 	if (nfds) {

@@ -17,7 +17,8 @@
 
 static bool holds_memory(enum mv_vm_state s)
 {
-	return s == MV_VM_CREATING || s == MV_VM_RUNNING || s == MV_VM_PAUSED;
+	return s == MV_VM_CREATING || s == MV_VM_RUNNING || s == MV_VM_PAUSED ||
+	       s == MV_VM_MIGRATING || s == MV_VM_INCOMING;
 }
 
 uint64_t vmmgr_used(struct vmmgr *m)
@@ -49,7 +50,7 @@ static struct dvm *find_or_err(struct vmmgr *m, const char *ref, struct mv_error
 	return vm;
 }
 
-static struct dvm *vm_new(struct vmmgr *m, const struct mv_vm_info *info)
+struct dvm *vmmgr_vm_new(struct vmmgr *m, const struct mv_vm_info *info)
 {
 	struct dvm *vm = calloc(1, sizeof(*vm));
 	if (!vm)
@@ -78,7 +79,7 @@ static void vm_release(struct dvm *vm)
 	vm->info.dirty_rate = 0;
 }
 
-static void vm_free(struct vmmgr *m, struct dvm *vm)
+void vmmgr_vm_free(struct vmmgr *m, struct dvm *vm)
 {
 	vm_release(vm);
 	for (size_t i = 0; i < m->nvms; i++) {
@@ -97,7 +98,7 @@ void vmmgr_vm_exited(struct vmmgr *m, struct dvm *vm)
 		snprintf(vm->info.exit_reason, sizeof(vm->info.exit_reason),
 			 "VMM process vanished without an exit status");
 	bool clean = vm->stop_requested;   /* we asked it to end, however it ended */
-	vm->info.state = clean ? MV_VM_STOPPED : MV_VM_CRASHED;
+	vm->info.state = vm->migrated_out ? MV_VM_MIGRATED : clean ? MV_VM_STOPPED : MV_VM_CRASHED;
 	if (!clean)
 		m->vmm_crashes++;
 	mv_log(clean ? MV_LOG_INFO : MV_LOG_ERROR, "vm %s (%s): VMM %s%s", vm->info.name,
@@ -178,7 +179,7 @@ static int vm_create(void *ctx, const struct mv_vm_spec *spec, struct mv_vm_info
 		mv_err(err, r, "no randomness for an id");
 		goto out;
 	}
-	struct dvm *vm = vm_new(m, &info);
+	struct dvm *vm = vmmgr_vm_new(m, &info);
 	r = mv_mkdir_p(vm->dir, 0700);
 	if (r < 0) {
 		mv_err(err, r, "state dir %s: %s", vm->dir, strerror(-r));
@@ -216,7 +217,7 @@ static int vm_create(void *ctx, const struct mv_vm_spec *spec, struct mv_vm_info
 fail_dir:
 	vm_dir_clean(vm->dir);
 fail_free:
-	vm_free(m, vm);
+	vmmgr_vm_free(m, vm);
 out:
 	pthread_mutex_unlock(&m->lock);
 	return r;
@@ -353,7 +354,10 @@ static int vm_delete(void *ctx, const char *ref, bool force, struct mv_error **e
 	pthread_mutex_lock(&m->lock);
 	struct dvm *vm = find_or_err(m, ref, err);
 	int r = vm ? 0 : -ENOENT;
-	if (vm && holds_memory(vm->info.state)) {
+	if (vm && vm->info.state == MV_VM_INCOMING) {
+		r = mv_err(err, -EBUSY, "VM %s is arriving from another host; remove it once it runs",
+			   vm->info.name);
+	} else if (vm && holds_memory(vm->info.state)) {
 		if (!force)
 			r = mv_err(err, -EBUSY, "VM %s is %s; stop it first or delete with force",
 				   vm->info.name, mv_vm_state_name(vm->info.state));
@@ -364,7 +368,7 @@ static int vm_delete(void *ctx, const char *ref, bool force, struct mv_error **e
 		vm_dir_clean(vm->dir);
 		state_delete(m, vm->info.id);
 		mv_log(MV_LOG_INFO, "vm %s (%s): removed", vm->info.name, vm->info.id);
-		vm_free(m, vm);
+		vmmgr_vm_free(m, vm);
 	}
 	pthread_mutex_unlock(&m->lock);
 	return r;
@@ -403,18 +407,23 @@ static int check_vmm_binary(const char *bin, struct mv_error **err)
 }
 
 static int vm_migrate(void *ctx, const char *ref, const struct mv_migrate_req *req,
-		      struct mv_handover_result *out, struct mv_error **err)
+		      struct mv_handover_result *out, struct mv_vm_info *info,
+		      struct mv_error **err)
 {
 	struct vmmgr *m = ctx;
 	const char *bin = req->vmm[0] ? req->vmm : m->cfg.vmm_path;
-	int r = check_vmm_binary(bin, err);
+	int r = req->local ? check_vmm_binary(bin, err) : 0;
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&m->lock);
 	struct dvm *vm = find_or_err(m, ref, err);
 	r = vm ? need_live(vm, err) : -ENOENT;
-	if (r == 0 && handover_vm(m, vm, bin, out) < 0)
+	if (r == 0 && req->local && handover_vm(m, vm, bin, out) < 0)
 		r = mv_err(err, -EIO, "%s", out->message);
+	if (r == 0 && !req->local)
+		r = migration_start(m, vm, req, err);
+	if (r == 0)
+		*info = vm->info;
 	pthread_mutex_unlock(&m->lock);
 	return r;
 }
@@ -506,6 +515,7 @@ int vmmgr_init(struct vmmgr *m, const struct daemon_cfg *cfg, struct mv_error **
 {
 	memset(m, 0, sizeof(*m));
 	m->cfg = *cfg;
+	m->mig_listen = -1;
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_cond_init(&m->quit_cv, NULL);
 	char dir[PATH_MAX];
@@ -522,7 +532,7 @@ int vmmgr_init(struct vmmgr *m, const struct daemon_cfg *cfg, struct mv_error **
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < n; i++) {
-		struct dvm *vm = vm_new(m, &rows[i]);
+		struct dvm *vm = vmmgr_vm_new(m, &rows[i]);
 		if (holds_memory(vm->info.state))
 			adopt(m, vm);
 	}
@@ -534,7 +544,7 @@ void vmmgr_fini(struct vmmgr *m)
 {
 	/* VMMs run on: only the daemon's handles go. */
 	while (m->nvms)
-		vm_free(m, m->vms[m->nvms - 1]);
+		vmmgr_vm_free(m, m->vms[m->nvms - 1]);
 	free(m->vms);
 	state_close(m);
 }

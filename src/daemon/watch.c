@@ -49,12 +49,13 @@ void watch_refresh(struct vmmgr *m, struct dvm *vm)
 	struct mv_ctl_msg reply;
 	if (vmm_call(vm, MV_CTL_STATUS, NULL, 0, NULL, 0, &reply, 2000, NULL) < 0)
 		return;
-	struct mv_ctl_status st;
+	static struct mv_ctl_status st;   /* watcher thread only */
 	memcpy(&st, reply.payload, sizeof(st));
 	vm->info.ops_done = st.ops_done;
 	vm->info.dirty_pages_total = st.dirty_pages_total;
 	vm->info.dirty_rate = (double)st.dirty_rate_milli / 1000.0;
 	snprintf(vm->info.dirty_backend, sizeof(vm->info.dirty_backend), "%s", st.dirty_backend);
+	migration_poll(m, vm, &st);
 }
 
 static bool peer_gone(int fd)
@@ -80,7 +81,8 @@ static void *watch_main(void *arg)
 				vmmgr_vm_exited(m, vm);
 				continue;
 			}
-			if (tick % STATS_EVERY == 0)
+			/* A migration is followed closely: its end retires the VMM. */
+			if (tick % STATS_EVERY == 0 || vm->info.state == MV_VM_MIGRATING)
 				watch_refresh(m, vm);
 		}
 		tick++;

@@ -48,11 +48,22 @@ static void reply(int c, const struct mv_ctl_msg *req, int status, const void *p
 		mv_log(MV_LOG_WARN, "control reply type %u not sent", req->type);
 }
 
+/* Requests that touch the vCPUs wait while an outgoing migration owns them. */
+static bool needs_vcpus(uint16_t type)
+{
+	return type == MV_CTL_PAUSE || type == MV_CTL_RESUME || type == MV_CTL_VERIFY ||
+	       type == MV_CTL_SAVE_STATE || type == MV_CTL_STOP || type == MV_CTL_MIGRATE_OUT;
+}
+
 /* Handles one request; returns 1 when the VMM must exit. */
 static int handle(struct vmm *v, int c, struct mv_ctl_msg *req)
 {
 	struct mv_error *err = NULL;
 	int r = 0;
+	if (needs_vcpus(req->type) && vmm_migrate_busy(v)) {
+		reply(c, req, -EBUSY, NULL, 0, NULL, 0);
+		return 0;
+	}
 	switch (req->type) {
 	case MV_CTL_SETUP: {
 		static struct mv_ctl_setup s;
@@ -70,6 +81,33 @@ static int handle(struct vmm *v, int c, struct mv_ctl_msg *req)
 #endif
 		return 0;
 	}
+	case MV_CTL_MIGRATE_OUT: {
+		struct mv_ctl_migrate_opts o;
+		memcpy(&o, req->payload, sizeof(o));
+		r = vmm_migrate_out(v, &o, req->fds[0], &err);
+		if (r < 0) {
+			mv_log(MV_LOG_WARN, "migration refused: %s", mv_error_msg(err, r));
+			mv_ctl_msg_close_fds(req);
+		}
+		mv_error_free(err);
+		reply(c, req, r, NULL, 0, NULL, 0);
+		return 0;
+	}
+	case MV_CTL_MIGRATE_IN: {
+		static struct mv_ctl_migrate_in in;
+		memcpy(&in, req->payload, sizeof(in));
+		r = vmm_migrate_in(v, &in, req->fds, req->nfds, &err);
+		if (r < 0)
+			mv_log(MV_LOG_ERROR, "incoming migration failed: %s", mv_error_msg(err, r));
+		mv_error_free(err);
+		mv_ctl_msg_close_fds(req);    /* the mapping holds its own dups */
+		reply(c, req, r, NULL, 0, NULL, 0);
+		return 0;
+	}
+	case MV_CTL_MIGRATE_CANCEL:
+		vmm_migrate_cancel(v);
+		reply(c, req, 0, NULL, 0, NULL, 0);
+		return 0;
 	case MV_CTL_SAVE_STATE: {
 		static struct mv_ctl_states out;   /* 8 KiB: keep it off the stack */
 		r = vmm_save_state(v, &out);
@@ -79,6 +117,7 @@ static int handle(struct vmm *v, int c, struct mv_ctl_msg *req)
 	case MV_CTL_STATUS: {
 		struct mv_ctl_status st;
 		vmm_status(v, &st);
+		vmm_migrate_status(v, &st);
 		reply(c, req, 0, &st, sizeof(st), NULL, 0);
 		return 0;
 	}

@@ -91,6 +91,8 @@ int main(int argc, char **argv)
 	struct vmm v = {.ctl_path = ctl, .state = MV_VMM_WAITING};
 	snprintf(v.id, sizeof(v.id), "%s", id);
 	pthread_mutex_init(&v.lock, NULL);
+	pthread_mutex_init(&v.mig_lock, NULL);
+	v.mig_sock = -1;
 	pthread_condattr_t ca;   /* the sampler sleeps on CLOCK_MONOTONIC deadlines */
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

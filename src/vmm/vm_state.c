@@ -35,6 +35,8 @@ static void *sampler_main(void *arg)
 		pthread_cond_timedwait(&v->sampler_cv, &v->lock, &ts);
 		if (v->sampler_quit)
 			break;
+		if (v->migrating)
+			continue;   /* the migration owns the dirty log now */
 		uint64_t n = 0, now = mv_now_ns();
 		err = NULL;
 		if (mv_dirty_sync(v->dirty, &n, &err) < 0) {
@@ -49,6 +51,13 @@ static void *sampler_main(void *arg)
 	}
 	pthread_mutex_unlock(&v->lock);
 	return NULL;
+}
+
+void vmm_start_sampler(struct vmm *v)
+{
+	v->sampler_quit = false;
+	if (pthread_create(&v->sampler, NULL, sampler_main, v) == 0)
+		v->sampler_running = true;
 }
 
 /* Each vCPU's slice must lie in guest RAM: states may come from elsewhere. */
@@ -105,11 +114,8 @@ int vmm_setup(struct vmm *v, const struct mv_ctl_setup *s, const int *fds, unsig
 	v->wl = s->wl;
 	v->state = s->start_paused ? MV_VMM_PAUSED : MV_VMM_RUNNING;
 	v->ready = true;
-	if (s->dirty_tracking) {
-		v->sampler_quit = false;
-		if (pthread_create(&v->sampler, NULL, sampler_main, v) == 0)
-			v->sampler_running = true;
-	}
+	if (s->dirty_tracking)
+		vmm_start_sampler(v);
 	char sz[32];
 	mv_log(MV_LOG_INFO, "vm %s: %s of guest RAM in %u region(s), %u vCPU(s) %s %s", v->id,
 	       mv_fmt_size(mv_guest_mem_ram_size(v->mem), sz, sizeof(sz)), l.n, s->nvcpus,
@@ -212,6 +218,7 @@ int vmm_get_mem(struct vmm *v, struct mv_ctl_mem *out, int *fds, unsigned *nfds)
 
 void vmm_teardown(struct vmm *v)
 {
+	vmm_migrate_join(v);
 	if (v->sampler_running) {
 		pthread_mutex_lock(&v->lock);
 		v->sampler_quit = true;

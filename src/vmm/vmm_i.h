@@ -27,6 +27,18 @@ struct vmm {
 	pthread_cond_t sampler_cv;
 	uint64_t dirty_total;
 	uint64_t dirty_rate_milli;
+	bool migrating;                  /* an outgoing migration owns vCPUs and dirty log */
+	/* Outgoing migration (migration.c); mig_lock guards the progress fields. */
+	pthread_mutex_t mig_lock;
+	pthread_t mig_thread;
+	bool mig_thread_live;
+	int mig_sock;
+	struct mv_migrate_opts mig_opts;
+	char mig_name[64];
+	struct mv_migrate_progress mig;
+	uint32_t mig_result;             /* 0 running, 1 done, 2 failed (as in STATUS) */
+	char mig_error[256];
+	bool mig_cancel;
 };
 
 /* vm_state.c */
@@ -40,6 +52,21 @@ int vmm_resume(struct vmm *v);
 void vmm_verify(struct vmm *v, struct mv_ctl_verify *out);
 int vmm_get_mem(struct vmm *v, struct mv_ctl_mem *out, int *fds, unsigned *nfds);
 void vmm_teardown(struct vmm *v);
+
+/* vm_state.c: starts the dirty-log sampler (which arms the log first). */
+void vmm_start_sampler(struct vmm *v);
+
+/* migration.c */
+int vmm_migrate_out(struct vmm *v, const struct mv_ctl_migrate_opts *o, int sock,
+		    struct mv_error **err);
+int vmm_migrate_in(struct vmm *v, const struct mv_ctl_migrate_in *in, const int *fds,
+		   unsigned nfds, struct mv_error **err);
+void vmm_migrate_cancel(struct vmm *v);
+/* Fills the migration part of STATUS. */
+void vmm_migrate_status(struct vmm *v, struct mv_ctl_status *out);
+/* True while an outgoing migration runs: other requests must wait. */
+bool vmm_migrate_busy(struct vmm *v);
+void vmm_migrate_join(struct vmm *v);
 
 /* ctl_server.c: serves daemon connections until STOP; returns the exit code. */
 int vmm_serve(struct vmm *v);

@@ -18,6 +18,8 @@ fail() { echo "FAIL: $*" >&2; [ -f "$T/daemon.log" ] && tail -30 "$T/daemon.log"
 
 cleanup() {
   local rc=$?
+  set +e
+  eval "${EXTRA_CLEANUP:-}"   # a test's own processes (e.g. a second daemon)
   [ -n "$DAEMON_PID" ] && { kill -9 "$DAEMON_PID"; wait "$DAEMON_PID"; } 2>/dev/null || true
   pkill -9 -f -- "--ctl $STATE/" 2>/dev/null || true
   sleep 0.2

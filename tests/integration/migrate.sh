@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Live migration between two daemons on one machine (two "hosts" on
+# loopback): every workload under load arrives and verifies, with zstd and
+# post-copy too; faults before the switch-over (destination refuses or dies,
+# connection cut, frame corrupted) leave the VM running on the source with its
+# memory intact and an error that says what happened; killing the source
+# after the switch-over does not touch the destination.
+. "$(dirname "$0")/lib.sh"
+here=$(cd "$(dirname "$0")" && pwd)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+B_SOCK=$T/b.sock
+B_STATE=$T/b-state
+"$MVD" --socket "$B_SOCK" --state-dir "$B_STATE" --mem-capacity 4G \
+  --migrate-listen "127.0.0.1:$PORT" >>"$T/b.log" 2>&1 &
+B_PID=$!
+EXTRA_CLEANUP='{ kill -9 $B_PID; wait $B_PID; } 2>/dev/null; pkill -9 -f -- "--ctl $B_STATE/" 2>/dev/null'
+
+start_daemon --mem-capacity 8G
+wait_for 10 test -S "$B_SOCK" || fail "destination daemon did not start"
+mvb() { MEMVISOR_SOCKET=$B_SOCK "$MVCLI" "$@"; }
+state_a() { mv vm show "$1" --json | jget 'j["state"]'; }
+
+migrate_ok() { # name, extra migrate flags...
+  local vm=$1; shift
+  mv vm migrate "$vm" --to "127.0.0.1:$PORT" "$@" >"$T/mig.out" 2>&1 || fail "migrate $vm $*: $(cat "$T/mig.out")"
+  [ "$(state_a "$vm")" = migrated ] || fail "$vm not marked migrated on the source"
+  [ "$(mvb vm show "$vm" --json | jget 'j["state"]')" = running ] || fail "$vm not running on the destination"
+  sleep 0.3
+  mvb vm verify "$vm" >/dev/null || fail "verify $vm on the destination"
+  log "$vm: $(cat "$T/mig.out")"
+}
+
+log "each workload under load, pre-copy"
+mv vm create idle1 --memory 256M --workload idle >/dev/null
+mv vm create touch1 --memory 1G --vcpus 2 --workload memtouch --wss 128M --rate 20000 >/dev/null
+mv vm create kv1 --memory 512M --workload kvstore --wss 32M --rate 50000 >/dev/null
+sleep 1
+for vm in idle1 touch1 kv1; do migrate_ok $vm; done
+ops1=$(mvb vm verify kv1 --json | jget 'j["ops_done"]'); sleep 0.5
+ops2=$(mvb vm verify kv1 --json | jget 'j["ops_done"]')
+[ "$ops2" -gt "$ops1" ] || fail "kv1 does not run at the destination"
+for vm in idle1 touch1 kv1; do mv vm rm $vm; mvb vm rm --force $vm; done
+
+log "zstd compression and post-copy"
+mv vm create z1 --memory 512M --workload memtouch --wss 64M --rate 10000 --pattern hotcold >/dev/null
+mv vm create p1 --memory 512M --vcpus 2 --workload kvstore --wss 32M --rate 20000 >/dev/null
+sleep 1
+migrate_ok z1 --compress
+migrate_ok p1 --postcopy
+for vm in z1 p1; do mv vm rm $vm; mvb vm rm --force $vm; done
+
+# A VM that takes a while to send: 384 MiB of data capped at 64 MiB/s.
+mv vm create big --memory 1G --workload memtouch --wss 384M --pattern seq --rate 50000 >/dev/null
+wait_for 30 bash -c "[ \$($MVCLI vm show big --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"stats\"][\"resident_bytes\"])') -ge $((384 << 20)) ]" ||
+  fail "big never became resident"
+expect_failed_migration() { # what, grep pattern for the error, migrate args...
+  local what=$1 pat=$2; shift 2
+  mv vm migrate big "$@" >"$T/mig.out" 2>&1 && fail "$what: migration succeeded"
+  grep -qiE "$pat" "$T/mig.out" || fail "$what: error does not say what happened: $(cat "$T/mig.out")"
+  [ "$(state_a big)" = running ] || fail "$what: VM is $(state_a big) on the source"
+  mv vm verify big >/dev/null || fail "$what: source memory damaged"
+  [ "$(mvb vm ls --json | jget 'len(j["vms"])')" = "${DEST_VMS:-0}" ] || fail "$what: a VM was left on the destination"
+  log "$what: $(tail -1 "$T/mig.out")"
+}
+
+log "faults before the switch-over"
+expect_failed_migration "nobody listening" "reach|refused" --to "127.0.0.1:$(free_port)"
+P2=$(free_port)
+python3 "$here/faultproxy.py" "$P2" "$PORT" cut $((64 << 20)) >"$T/proxy.out" 2>&1 &
+wait_for 5 grep -q ready "$T/proxy.out" || fail "proxy"
+expect_failed_migration "connection cut" "closed|reset|short|pipe|EOF|connection" --to "127.0.0.1:$P2" --max-bandwidth 64M
+P3=$(free_port)
+python3 "$here/faultproxy.py" "$P3" "$PORT" corrupt $((8 << 20)) >"$T/proxy.out" 2>&1 &
+wait_for 5 grep -q ready "$T/proxy.out" || fail "proxy"
+expect_failed_migration "corrupted frame" "checksum|corrupt|crc|refused|NACK|closed" --to "127.0.0.1:$P3"
+( sleep 1.5; pkill -9 -f -- "--ctl $B_STATE/" ) &
+KILLER=$!
+expect_failed_migration "destination VMM killed" "closed|reset|pipe|EOF|connection|died|NACK" --to "127.0.0.1:$PORT" --max-bandwidth 64M
+wait $KILLER || true
+mvb vm create big --memory 64M --workload idle >/dev/null
+DEST_VMS=1 expect_failed_migration "name taken at the destination" "exists" --to "127.0.0.1:$PORT"
+mvb vm rm --force big
+
+log "kill the source after the switch-over: the destination runs on"
+migrate_ok big
+kill9_daemon
+pkill -9 -f -- "--ctl $STATE/" || true
+sleep 0.5
+mvb vm verify big >/dev/null || fail "destination VM after the source died"
+mvb vm rm --force big
+log "ok"
