@@ -30,6 +30,11 @@ int mv_send_fds(int sock, const void *buf, size_t len, const int *fds, unsigned 
  * -ETIMEDOUT after timeout_ms (<0: none), or -errno. */
 int mv_recv_fds(int sock, void *buf, size_t len, int *fds, unsigned *nfds, int timeout_ms) MV_MUST_CHECK;
 
+/* Unix stream sockets: a connected socket / a listening one (an old file
+ * at path is replaced) as an fd, or -errno. */
+int mv_unix_connect(const char *path) MV_MUST_CHECK;
+int mv_unix_listen(const char *path, unsigned mode, int backlog) MV_MUST_CHECK;
+
 /* Parses "64M", "4G", "4096", "1.5G" (binary units) into bytes. -EINVAL on junk or overflow. */
 int mv_parse_size(const char *s, uint64_t *out) MV_MUST_CHECK;
 /* Formats bytes as "4.0 GiB" into buf. */

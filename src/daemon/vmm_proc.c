@@ -9,7 +9,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "memvisor/util.h"
@@ -54,23 +53,6 @@ int vmm_spawn(const char *bin, struct dvm *vm, uint32_t gen, pid_t *pgid, struct
 	return 0;
 }
 
-static int connect_once(const char *path)
-{
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	if (strlen(path) >= sizeof(a.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(a.sun_path, path);
-	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (s < 0)
-		return -errno;
-	if (connect(s, (struct sockaddr *)&a, sizeof(a)) < 0) {
-		int e = -errno;
-		close(s);
-		return e;
-	}
-	return s;
-}
-
 int vmm_connect(struct dvm *vm, uint32_t gen, pid_t child, int timeout_ms,
 		struct mv_ctl_hello *hello, int *sock, struct mv_error **err)
 {
@@ -79,7 +61,7 @@ int vmm_connect(struct dvm *vm, uint32_t gen, pid_t child, int timeout_ms,
 	uint64_t deadline = mv_now_ns() + (uint64_t)timeout_ms * 1000000ULL;
 	int s;
 	for (;;) {
-		s = connect_once(ctl);
+		s = mv_unix_connect(ctl);
 		if (s >= 0 || mv_now_ns() > deadline)
 			break;
 		int st;

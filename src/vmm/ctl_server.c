@@ -7,30 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 #include "memvisor/util.h"
 #include "vmm_i.h"
-
-static int listen_on(const char *path)
-{
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	if (strlen(path) >= sizeof(a.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(a.sun_path, path);
-	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (s < 0)
-		return -errno;
-	unlink(path);
-	if (bind(s, (struct sockaddr *)&a, sizeof(a)) < 0 || chmod(path, 0600) < 0 ||
-	    listen(s, 4) < 0) {
-		int e = -errno;
-		close(s);
-		return e;
-	}
-	return s;
-}
 
 static void reply(int c, const struct mv_ctl_msg *req, int status, const void *payload, uint32_t len,
 		  const int *fds, unsigned nfds)
@@ -164,7 +143,7 @@ static void hello(struct vmm *v, int c)
 
 int vmm_serve(struct vmm *v)
 {
-	int ls = listen_on(v->ctl_path);
+	int ls = mv_unix_listen(v->ctl_path, 0600, 4);
 	if (ls < 0) {
 		mv_log(MV_LOG_ERROR, "listen on %s: %s", v->ctl_path, strerror(-ls));
 		return 1;

@@ -95,6 +95,31 @@ static void test_atomic_file(void **s)
 	assert_int_equal(system(cmd), 0);
 }
 
+static void test_unix_sockets(void **s)
+{
+	char dir[] = "/tmp/mvsockXXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char path[128];
+	snprintf(path, sizeof(path), "%s/x.sock", dir);
+	assert_int_equal(mv_unix_connect(path), -ENOENT);
+	int l = mv_unix_listen(path, 0600, 1);
+	assert_true(l >= 0);
+	int c = mv_unix_connect(path);
+	assert_true(c >= 0);
+	close(c);
+	close(l);
+	/* A stale file is replaced by the next listener. */
+	l = mv_unix_listen(path, 0600, 1);
+	assert_true(l >= 0);
+	close(l);
+	char longp[200];
+	memset(longp, 'a', sizeof(longp) - 1);
+	longp[sizeof(longp) - 1] = '\0';
+	assert_int_equal(mv_unix_listen(longp, 0600, 1), -ENAMETOOLONG);
+	unlink(path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -102,6 +127,7 @@ int main(void)
 		cmocka_unit_test(test_error_first_wins),
 		cmocka_unit_test(test_fd_passing),
 		cmocka_unit_test(test_atomic_file),
+		cmocka_unit_test(test_unix_sockets),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
