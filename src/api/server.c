@@ -49,6 +49,9 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	size_t n = strlen(buf);
 	while (n && buf[n - 1] == '\n')
 		buf[--n] = '\0';
+	/* libmicrohttpd 0.9.75 says this even when the logger is the first option. */
+	if (strstr(buf, "EXTERNAL_LOGGER is not the first option"))
+		return;
 	mv_log(MV_LOG_WARN, "api: %s", buf);
 }
 
