@@ -17,7 +17,10 @@ struct tlb_entry {
 	uint32_t pasid;
 	uint16_t perms;
 	uint16_t level;
+	uint32_t ok_acc;  /* last access type found allowed: skips the check next time */
 };
+
+#define ACC_NONE (~0u)   /* no access type cached */
 
 struct mv_mmu_tlb {
 	unsigned sets, ways;
@@ -73,16 +76,22 @@ static inline struct tlb_entry *set_of(struct mv_mmu_tlb *t, uint64_t vpn, unsig
 bool mv_mmu_tlb_lookup(struct mv_mmu_tlb *t, uint32_t pasid, uint64_t va, unsigned acc,
 		       struct mv_mmu_xlat *out)
 {
+	const unsigned ways = t->ways;
 	for (unsigned c = 0; c < 3; c++) {
 		uint64_t vpn = va >> cls_shift[c], tag = (vpn << 2) | c;
 		struct tlb_entry *s = set_of(t, vpn, c);
-		for (unsigned w = 0; w < t->ways; w++) {
+		for (unsigned w = 0; w < ways; w++) {
 			struct tlb_entry *e = &s[w];
 			if (e->tag != tag || (e->pasid != pasid && !(e->perms & MV_MMU_PERM_G)))
 				continue;
-			if (!mmu_perm_ok(e->perms, acc) ||
-			    ((acc & MV_MMU_ACC_WRITE) && !(e->perms & MV_MMU_PERM_D)))
-				goto miss; /* let the walker fault precisely or set D */
+			/* An entry's perms only change by re-insertion, which clears the
+			 * cache: the same access type needs no second permission check. */
+			if (__builtin_expect(e->ok_acc != acc, 0)) {
+				if (!mmu_perm_ok(e->perms, acc) ||
+				    ((acc & MV_MMU_ACC_WRITE) && !(e->perms & MV_MMU_PERM_D)))
+					goto miss; /* let the walker fault precisely or set D */
+				e->ok_acc = acc;
+			}
 			uint64_t off = va & ((1ULL << cls_shift[c]) - 1);
 			out->pa = e->pa | off;
 			out->gpa = e->gpa | off;
@@ -119,7 +128,8 @@ void mv_mmu_tlb_insert(struct mv_mmu_tlb *t, uint32_t pasid, uint64_t va,
 	}
 	*slot = (struct tlb_entry){ .tag = tag, .pa = x->pa & ~mask, .gpa = x->gpa & ~mask,
 				    .flags = x->flags, .pasid = pasid,
-				    .perms = (uint16_t)x->perms, .level = (uint16_t)x->level };
+				    .perms = (uint16_t)x->perms, .level = (uint16_t)x->level,
+				    .ok_acc = ACC_NONE };
 	t->st.inserts++;
 }
 
