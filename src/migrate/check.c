@@ -60,6 +60,8 @@ static int check_frame(struct checker *k, const struct mig_hdr *h, const uint8_t
 		return mig_gpas_get(p, h->len, &k->cfg, MIG_MAX_GPAS, &n, err);
 	case MIG_POSTCOPY:
 		return mig_empty_get(h->type, p, h->len, err);
+	case MIG_SYNC:
+		return mig_sync_get(p, h->len, &n, err);
 	case MIG_COMPLETE: {
 		struct mig_complete c;
 		r = mig_complete_get(p, h->len, &c, err);

@@ -48,6 +48,18 @@ static inline bool mig_bit_test(const uint64_t *bm, uint64_t i) { return bm[i / 
 static inline void mig_bit_set(uint64_t *bm, uint64_t i) { bm[i / 64] |= 1ULL << (i % 64); }
 static inline void mig_bit_clear(uint64_t *bm, uint64_t i) { bm[i / 64] &= ~(1ULL << (i % 64)); }
 
+/* Destination page applier (apply.c): a thread writing validated pre-copy
+ * RAM frames into guest RAM. submit hands *buf (holding pages' data) to it
+ * and gives back a free buffer of MV_MIGRATE_MAX_PAYLOAD bytes in *buf;
+ * submit and drain report an earlier write failure. */
+struct mig_applier;
+int mig_applier_start(struct mv_guest_mem *mem, struct mig_applier **out,
+		      struct mv_error **err) MV_MUST_CHECK;
+int mig_applier_submit(struct mig_applier *a, uint8_t **buf, const struct mig_page *pages,
+		       uint32_t n, struct mv_error **err) MV_MUST_CHECK;
+int mig_applier_drain(struct mig_applier *a, struct mv_error **err) MV_MUST_CHECK;
+void mig_applier_stop(struct mig_applier *a);
+
 /* Post-copy destination (postcopy.c): userfaultfd over guest RAM, a fault
  * thread that asks the source for missing pages, and page placement. */
 struct mig_postcopy;

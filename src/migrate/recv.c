@@ -1,15 +1,13 @@
 /* The destination side of a live migration (mv_migrate_recv): READY, then
- * every source frame validated in order and applied to guest RAM (written
- * through the memfds, so no page faults on our mapping), the vCPU states,
+ * every source frame validated in order and applied to guest RAM, the vCPU states,
  * the totals cross-check at COMPLETE, the vCPUs started from the received
- * states, ACK. Post-copy hands page placement to postcopy.c. On any error
+ * states, ACK. Pages are written by the applier thread (apply.c). Post-copy hands page placement to postcopy.c. On any error
  * nothing keeps running here and the source hears why (NACK). Used by
  * memvisor-vmm. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/uio.h>
 #include <unistd.h>
 #include <zstd.h>
 #include "memvisor/util.h"
@@ -23,7 +21,7 @@ struct dst {
 	struct mv_error **err;
 	struct mig_order order;
 	struct mig_page pages[MV_MIGRATE_MAX_BATCH];
-	uint8_t *scratch;          /* decompressed pages of one frame */
+	uint8_t *scratch;          /* post-copy: decompressed pages of one frame */
 	ZSTD_DCtx *zd;
 	struct mv_wl_state st[MV_MAX_VCPUS];
 	bool have_state;
@@ -33,11 +31,7 @@ struct dst {
 	void *ctx;
 	struct mv_migrate_progress pr;
 	uint64_t t_start, t_cb;
-	/* A run of consecutive pages written with one pwritev. */
-	struct iovec iov[MV_MIGRATE_MAX_BATCH];
-	int niov;
-	int run_fd;
-	uint64_t run_off;
+	struct mig_applier *ap;    /* writes pre-copy pages while we read on */
 };
 
 static int progress(struct dst *d, bool force)
@@ -55,65 +49,6 @@ static int progress(struct dst *d, bool force)
 	return 0;
 }
 
-static int flush_run(struct dst *d)
-{
-	int i = 0;
-	while (i < d->niov) {
-		ssize_t n = pwritev(d->run_fd, d->iov + i, d->niov - i, (off_t)d->run_off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return mv_err(d->err, n < 0 ? -errno : -EIO, "writing guest RAM: %s",
-				      n < 0 ? strerror(errno) : "short write");
-		d->run_off += (uint64_t)n;
-		while (i < d->niov && (size_t)n >= d->iov[i].iov_len)
-			n -= (ssize_t)d->iov[i++].iov_len;
-		if (n > 0) {
-			d->iov[i].iov_base = (uint8_t *)d->iov[i].iov_base + n;
-			d->iov[i].iov_len -= (size_t)n;
-		}
-	}
-	d->niov = 0;
-	return 0;
-}
-
-/* Applies one page before the switch-over: 4 KiB regions through the memfd
- * (pwritev runs; zero pages punched out), hugetlb ones through the mapping. */
-static int apply_page(struct dst *d, uint64_t gpa, const uint8_t *data)
-{
-	int ri = mv_guest_mem_find(d->mem, gpa);
-	const struct mv_mem_region *g = mv_guest_mem_region(d->mem, (unsigned)ri);
-	uint64_t off = gpa - g->gpa;
-	if (g->flags & MV_MEM_HUGETLB) {
-		if (data)
-			memcpy(g->hva + off, data, MV_MIGRATE_PAGE_SIZE);
-		else
-			memset(g->hva + off, 0, MV_MIGRATE_PAGE_SIZE);
-		return 0;
-	}
-	bool extends = d->niov && d->run_fd == g->fd &&
-		       d->run_off + (uint64_t)d->niov * MV_MIGRATE_PAGE_SIZE == off;
-	if (d->niov && (!extends || !data)) {
-		int r = flush_run(d);
-		if (r < 0)
-			return r;
-	}
-	if (!data) {
-		if (fallocate(g->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
-			      MV_MIGRATE_PAGE_SIZE) < 0)
-			return mv_err(d->err, -errno, "zeroing gpa 0x%llx: %s",
-				      (unsigned long long)gpa, strerror(errno));
-		return 0;
-	}
-	if (!d->niov) {
-		d->run_fd = g->fd;
-		d->run_off = off;
-	}
-	d->iov[d->niov].iov_base = (void *)(uintptr_t)data;
-	d->iov[d->niov++].iov_len = MV_MIGRATE_PAGE_SIZE;
-	return 0;
-}
-
 static int on_ram(struct dst *d)
 {
 	uint32_t n;
@@ -122,25 +57,25 @@ static int on_ram(struct dst *d)
 		return r;
 	d->order.seen.pages += n;
 	d->pr.pages_sent += n;
+	for (uint32_t i = 0; i < n; i++) {
+		if (d->pages[i].enc == MIG_ENC_ZSTD && !(d->order.features & MV_MIGRATE_F_ZSTD))
+			return mv_err(d->err, -EPROTO, "zstd page in a stream without zstd");
+		d->pr.pages_compressed += d->pages[i].enc == MIG_ENC_ZSTD;
+		d->pr.pages_zero += d->pages[i].enc == MIG_ENC_ZERO;
+	}
+	if (!d->pc)
+		return mig_applier_submit(d->ap, &d->c.rx_buf, d->pages, n, d->err);
 	for (uint32_t i = 0; i < n && r == 0; i++) {
 		const struct mig_page *pg = &d->pages[i];
 		const uint8_t *data = pg->enc == MIG_ENC_ZERO ? NULL : pg->data;
 		if (pg->enc == MIG_ENC_ZSTD) {
-			if (!(d->order.features & MV_MIGRATE_F_ZSTD))
-				return mv_err(d->err, -EPROTO, "zstd page in a stream without zstd");
 			uint8_t *out = d->scratch + (size_t)i * MV_MIGRATE_PAGE_SIZE;
 			r = mig_page_inflate(pg, d->zd, out, d->err);
 			data = out;
-			d->pr.pages_compressed++;
 		}
-		if (pg->enc == MIG_ENC_ZERO)
-			d->pr.pages_zero++;
 		if (r == 0)
-			r = d->pc ? mig_postcopy_place(d->pc, pg->gpa, data, d->err)
-				  : apply_page(d, pg->gpa, data);
+			r = mig_postcopy_place(d->pc, pg->gpa, data, d->err);
 	}
-	if (r == 0 && d->niov)
-		r = flush_run(d);
 	return r;
 }
 
@@ -178,9 +113,13 @@ static int on_frame(struct dst *d, bool *done)
 	r = mig_order_next(&d->order, h->type, h->len, d->err);
 	if (r < 0)
 		return r;
-	switch (h->type) {
-	case MIG_RAM:
+	if (h->type == MIG_RAM)
 		return on_ram(d);
+	/* Everything else acts on RAM as it stands: let the writes land. */
+	r = mig_applier_drain(d->ap, d->err);
+	if (r < 0)
+		return r;
+	switch (h->type) {
 	case MIG_VCPU:
 		r = mig_vcpu_get(p, h->len, d->cfg, d->st, d->err);
 		d->have_state = r == 0;
@@ -211,6 +150,16 @@ static int on_frame(struct dst *d, bool *done)
 			r = mig_send(&d->c, MIG_RUNNING, NULL, 0, d->err);
 		d->pr.phase = MV_MIGRATE_POSTCOPY;
 		return r;
+	case MIG_SYNC: {
+		/* The applier is drained: every page so far is in guest RAM. */
+		uint32_t pass;
+		uint8_t buf[MIG_SYNC_LEN];
+		r = mig_sync_get(p, h->len, &pass, d->err);
+		if (r == 0)
+			r = mig_send(&d->c, MIG_SYNCED, buf, (uint32_t)mig_sync_put(buf, pass), d->err);
+		d->pr.pass = pass;
+		return r;
+	}
 	case MIG_COMPLETE: {
 		struct mig_complete c;
 		r = mig_complete_get(p, h->len, &c, d->err);
@@ -313,7 +262,10 @@ int mv_migrate_recv(int sock, struct mv_guest_mem *mem, const struct mv_migrate_
 	d->zd = ZSTD_createDCtx();
 	if (!d->scratch || !d->zd)
 		abort();
-	int r = run(d);
+	int r = mig_applier_start(mem, &d->ap, err);
+	if (r == 0)
+		r = run(d);
+	mig_applier_stop(d->ap);   /* idle by now, or the migration failed */
 	if (r < 0) {
 		if (d->pc)
 			mig_postcopy_stop(d->pc);   /* wakes vCPUs stuck on missing pages */

@@ -68,6 +68,17 @@ int src_handle_incoming(struct src *s)
 			return r;
 		}
 		break;
+	case MIG_SYNCED:
+		if (s->awaiting_sync) {
+			uint32_t pass;
+			r = mig_sync_get(s->c.rx_buf, h->len, &pass, s->err);
+			if (r == 0 && pass != s->pr.pass)
+				r = mv_err(s->err, -EPROTO, "SYNCED for pass %u during pass %u", pass,
+					   s->pr.pass);
+			s->awaiting_sync = false;
+			return r;
+		}
+		break;
 	case MIG_ACK:
 		if (s->awaiting_ack) {
 			s->acked = true;
@@ -223,18 +234,23 @@ static int send_pending(struct src *s)
 }
 
 /* After a pass: estimates, auto-converge; true when it is time to stop. */
-static bool pass_done(struct src *s, uint64_t pass_bytes, uint64_t pass_ns, uint64_t ndirty,
-		      uint64_t since_sync_ns, uint64_t npending)
+static bool pass_done(struct src *s, uint64_t pass_bytes, uint64_t pass_pages, uint64_t pass_ns,
+		      uint64_t ndirty, uint64_t since_sync_ns, uint64_t npending)
 {
-	if (pass_bytes >= BW_MIN_SAMPLE || !s->pr.bandwidth)
-		s->pr.bandwidth = pass_bytes * 1000000000ULL / (pass_ns ? pass_ns : 1);
+	uint64_t ns = pass_ns ? pass_ns : 1;
+	/* Estimates run in pages/s, not bytes/s: with zstd or zero pages the
+	 * wire is not what limits us, the per-page work is. */
+	if (pass_bytes >= BW_MIN_SAMPLE || !s->page_rate) {
+		s->pr.bandwidth = pass_bytes * 1000000000ULL / ns;
+		s->page_rate = pass_pages * 1000000000ULL / ns;
+	}
 	s->pr.dirty_rate = ndirty * 1000000000ULL / (since_sync_ns ? since_sync_ns : 1);
 	s->pr.pages_remaining = npending;
-	uint64_t bw = s->pr.bandwidth ? s->pr.bandwidth : 1;
-	s->pr.expected_downtime_us = npending * MV_MIGRATE_PAGE_SIZE * 1000000ULL / bw;
-	/* The guest dirties more than half of what the link carries: it will
-	 * not converge on its own. Two such passes in a row raise the throttle. */
-	if (s->pr.dirty_rate * MV_MIGRATE_PAGE_SIZE > bw / 2)
+	uint64_t rate = s->page_rate ? s->page_rate : 1;
+	s->pr.expected_downtime_us = npending * 1000000ULL / rate;
+	/* The guest dirties more than half of what we can send: it will not
+	 * converge on its own. Two such passes in a row raise the throttle. */
+	if (s->pr.dirty_rate > rate / 2)
 		s->outrun++;
 	else
 		s->outrun = 0;
@@ -251,6 +267,21 @@ static bool pass_done(struct src *s, uint64_t pass_bytes, uint64_t pass_ns, uint
 	return (s->o.features & MV_MIGRATE_F_POSTCOPY) && s->pr.pass >= s->o.postcopy_after;
 }
 
+/* Waits until the destination has applied the pass: the pass time then
+ * measures the whole pipe, not how fast the socket buffer filled (a deep
+ * buffer of zstd pages would otherwise land in the downtime). */
+static int pass_barrier(struct src *s)
+{
+	uint8_t buf[MIG_SYNC_LEN];
+	int r = mig_send(&s->c, MIG_SYNC, buf, (uint32_t)mig_sync_put(buf, s->pr.pass), s->err);
+	if (r < 0)
+		return r;
+	s->awaiting_sync = true;
+	while (s->awaiting_sync && r == 0)
+		r = src_handle_incoming(s);
+	return r;
+}
+
 static int precopy(struct src *s)
 {
 	uint64_t ndirty, npending, t_sync = mv_now_ns();
@@ -263,11 +294,13 @@ static int precopy(struct src *s)
 	for (unsigned i = 0; i < s->nregions; i++)
 		memset(s->pending[i], 0, (s->npages[i] + 63) / 64 * 8);
 	for (;;) {
-		uint64_t t0 = mv_now_ns(), b0 = s->c.tx_bytes;
+		uint64_t t0 = mv_now_ns(), b0 = s->c.tx_bytes, p0 = s->pr.pages_sent;
 		r = src_progress(s, true);
 		if (r < 0)
 			return r;
 		r = s->pr.pass == 1 ? send_all(s) : send_pending(s);
+		if (r == 0 && s->log)
+			r = pass_barrier(s);
 		if (r < 0)
 			return r;
 		uint64_t t1 = mv_now_ns();
@@ -276,7 +309,8 @@ static int precopy(struct src *s)
 		r = src_sync_pending(s, &ndirty, &npending);
 		if (r < 0)
 			return r;
-		bool stop = pass_done(s, s->c.tx_bytes - b0, t1 - t0, ndirty, t1 - t_sync, npending);
+		bool stop = pass_done(s, s->c.tx_bytes - b0, s->pr.pages_sent - p0, t1 - t0, ndirty,
+				      t1 - t_sync, npending);
 		t_sync = t1;
 		if (stop)
 			return 0;

@@ -30,10 +30,12 @@ struct src {
 	uint64_t npages[MV_MEM_MAX_REGIONS];
 	uint64_t *pending[MV_MEM_MAX_REGIONS];   /* pages the destination lacks or has stale */
 	uint64_t tot_pages;        /* page entries sent, for COMPLETE */
+	uint64_t page_rate;        /* pages/s we managed in the last sizeable pass */
 	unsigned outrun;           /* passes in a row the guest outran the link */
 	bool phase_post;           /* post-copy pushing: PAGE_REQ and RUNNING expected */
 	bool switched;             /* past the point of no return */
 	bool awaiting_ack;
+	bool awaiting_sync;
 	bool acked;
 	bool peer_gone;            /* it sent NACK: no point answering */
 	uint64_t *req;             /* post-copy request ring */

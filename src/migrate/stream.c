@@ -16,7 +16,7 @@ static const char *const type_names[] = {
 	[MIG_VCPU] = "VCPU", [MIG_DEVICE] = "DEVICE", [MIG_DISCARD] = "DISCARD",
 	[MIG_POSTCOPY] = "POSTCOPY", [MIG_COMPLETE] = "COMPLETE", [MIG_READY] = "READY",
 	[MIG_PAGE_REQ] = "PAGE_REQ", [MIG_RUNNING] = "RUNNING", [MIG_ACK] = "ACK",
-	[MIG_NACK] = "NACK",
+	[MIG_NACK] = "NACK", [MIG_SYNC] = "SYNC", [MIG_SYNCED] = "SYNCED",
 };
 
 const char *mig_type_name(uint16_t type)
@@ -28,12 +28,12 @@ const char *mig_type_name(uint16_t type)
 
 bool mig_type_from_source(uint16_t type)
 {
-	return type >= MIG_HEADER && type <= MIG_COMPLETE;
+	return type >= MIG_HEADER && type <= MIG_SYNC;
 }
 
 static bool type_known(uint16_t type)
 {
-	return mig_type_from_source(type) || (type >= MIG_READY && type <= MIG_NACK);
+	return mig_type_from_source(type) || (type >= MIG_READY && type <= MIG_SYNCED);
 }
 
 void mig_hdr_put(uint8_t *o, uint16_t type, uint32_t len, uint32_t seq, uint32_t payload_crc)
@@ -539,6 +539,24 @@ int mig_nack_get(const uint8_t *p, size_t len, int *code, char *msg, size_t cap,
 	return 0;
 }
 
+size_t mig_sync_put(uint8_t *o, uint32_t pass)
+{
+	mig_put32(o, pass);
+	mig_put32(o + 4, 0);
+	return MIG_SYNC_LEN;
+}
+
+int mig_sync_get(const uint8_t *p, size_t len, uint32_t *pass, struct mv_error **err)
+{
+	int r = want_len("SYNC", len, MIG_SYNC_LEN, err);
+	if (r < 0)
+		return r;
+	if (mig_get32(p + 4) != 0)
+		return mv_err(err, -EPROTO, "SYNC padding not zero");
+	*pass = mig_get32(p);
+	return 0;
+}
+
 int mig_empty_get(uint16_t type, const uint8_t *p, size_t len, struct mv_error **err)
 {
 	size_t want = type == MIG_READY ? MIG_READY_LEN : 0;
@@ -556,6 +574,7 @@ int mig_order_next(struct mig_order *o, uint16_t type, uint32_t payload_len, str
 	case MIG_HEADER: ok = s == MIG_ST_START; next = MIG_ST_CONFIG; break;
 	case MIG_CONFIG: ok = s == MIG_ST_CONFIG; next = MIG_ST_RAM; break;
 	case MIG_RAM: ok = s == MIG_ST_RAM || s == MIG_ST_POSTCOPY; break;
+	case MIG_SYNC: ok = s == MIG_ST_RAM; break;
 	case MIG_VCPU: ok = s == MIG_ST_RAM; next = MIG_ST_VCPU; break;
 	case MIG_DEVICE: ok = s == MIG_ST_VCPU; next = MIG_ST_DEVICE; break;
 	case MIG_DISCARD:

@@ -21,12 +21,14 @@ enum mig_type {
 	MIG_DISCARD = 6,   /* post-copy: pages the destination must drop */
 	MIG_POSTCOPY = 7,  /* switch-over: the destination starts the vCPUs */
 	MIG_COMPLETE = 8,  /* end marker with totals */
+	MIG_SYNC = 9,      /* pre-copy pass barrier: answer with SYNCED once applied */
 	/* destination -> source */
 	MIG_READY = 16,
 	MIG_PAGE_REQ = 17,
 	MIG_RUNNING = 18,  /* post-copy: vCPUs started at the destination */
 	MIG_ACK = 19,
 	MIG_NACK = 20,
+	MIG_SYNCED = 21,   /* every page before SYNC is in guest RAM */
 };
 
 enum mig_enc { MIG_ENC_ZERO = 0, MIG_ENC_RAW = 1, MIG_ENC_ZSTD = 2, MIG_ENC__COUNT };
@@ -37,6 +39,7 @@ enum mig_enc { MIG_ENC_ZERO = 0, MIG_ENC_RAW = 1, MIG_ENC_ZSTD = 2, MIG_ENC__COU
 #define MIG_PAGE_ENTRY_LEN 16u
 #define MIG_COMPLETE_LEN 24u
 #define MIG_READY_LEN 8u
+#define MIG_SYNC_LEN 8u
 #define MIG_NACK_MAX_MSG 440u
 #define MIG_MAX_GPAS ((MV_MIGRATE_MAX_PAYLOAD - 8u) / 8u)   /* DISCARD / PAGE_REQ */
 #define MIG_MAX_DEVICE_BLOB (1u << 20)
@@ -162,11 +165,14 @@ int mig_complete_get(const uint8_t *p, size_t len, struct mig_complete *c,
 size_t mig_nack_put(uint8_t *out, int code, const char *msg);
 int mig_nack_get(const uint8_t *p, size_t len, int *code, char *msg, size_t cap,
 		 struct mv_error **err) MV_MUST_CHECK;
+/* SYNC / SYNCED: pass u32, pad u32. */
+size_t mig_sync_put(uint8_t *out, uint32_t pass);
+int mig_sync_get(const uint8_t *p, size_t len, uint32_t *pass, struct mv_error **err) MV_MUST_CHECK;
 /* Payloads that must be empty (POSTCOPY, RUNNING, ACK) or reserved zeros (READY). */
 int mig_empty_get(uint16_t type, const uint8_t *p, size_t len, struct mv_error **err) MV_MUST_CHECK;
 
 /* The order a destination accepts source frames in, and running totals:
- *   HEADER CONFIG RAM* ( VCPU DEVICE COMPLETE
+ *   HEADER CONFIG (RAM|SYNC)* ( VCPU DEVICE COMPLETE
  *                      | VCPU DEVICE DISCARD* POSTCOPY RAM* COMPLETE ) */
 enum mig_stage { MIG_ST_START, MIG_ST_CONFIG, MIG_ST_RAM, MIG_ST_VCPU, MIG_ST_DEVICE,
 		 MIG_ST_POSTCOPY, MIG_ST_DONE };

@@ -442,17 +442,49 @@ static void test_fault_timeout(void **state)
 struct mitm {
 	int a, b;    /* a: source side, b: destination side */
 	size_t flip;
-	size_t cut_back;   /* cut both ways once the destination sent this much (0: never) */
+	bool cut_after_running;   /* cut both ways once the destination's RUNNING went by */
 };
+
+/* Reads whole frames from the destination into buf at *len and forwards
+ * them; returns true once a RUNNING frame was forwarded. */
+static bool forward_back(struct mitm *m, uint8_t *buf, size_t *len, bool *dead)
+{
+	ssize_t n = read(m->b, buf + *len, (1 << 16) - *len);
+	if (n <= 0) {
+		*dead = true;
+		return false;
+	}
+	*len += (size_t)n;
+	bool running = false;
+	size_t off = 0;
+	while (*len - off >= MV_MIGRATE_HDR_SIZE) {
+		uint16_t type = (uint16_t)(buf[off + 6] | buf[off + 7] << 8);
+		uint32_t plen = (uint32_t)buf[off + 12] | (uint32_t)buf[off + 13] << 8 |
+				(uint32_t)buf[off + 14] << 16 | (uint32_t)buf[off + 15] << 24;
+		size_t flen = MV_MIGRATE_HDR_SIZE + plen;
+		if (*len - off < flen)
+			break;
+		if (write(m->a, buf + off, flen) != (ssize_t)flen) {
+			*dead = true;
+			return false;
+		}
+		off += flen;
+		if (type == MIG_RUNNING) {
+			running = true;
+			break;
+		}
+	}
+	memmove(buf, buf + off, *len - off);
+	*len -= off;
+	return running;
+}
 
 static void *mitm_main(void *arg)
 {
 	struct mitm *m = arg;
-	static uint8_t buf[1 << 16];
-	size_t off = 0, back = 0;
+	static uint8_t buf[1 << 16], bbuf[1 << 16];
+	size_t off = 0, blen = 0;
 	for (;;) {
-		if (m->cut_back && back >= m->cut_back)
-			break;
 		struct pollfd p[2] = {{.fd = m->a, .events = POLLIN}, {.fd = m->b, .events = POLLIN}};
 		if (poll(p, 2, 10000) <= 0)
 			break;
@@ -460,17 +492,20 @@ static void *mitm_main(void *arg)
 			ssize_t n = read(m->a, buf, sizeof(buf));
 			if (n <= 0)
 				break;
-			if (!m->cut_back && m->flip >= off && m->flip < off + (size_t)n)
+			if (!m->cut_after_running && m->flip >= off && m->flip < off + (size_t)n)
 				buf[m->flip - off] ^= 0x40;
 			off += (size_t)n;
 			if (write(m->b, buf, (size_t)n) != n)
 				break;
 		}
-		if (p[1].revents) {
+		if (p[1].revents && m->cut_after_running) {
+			bool dead = false;
+			if (forward_back(m, bbuf, &blen, &dead) || dead)
+				break;
+		} else if (p[1].revents) {
 			ssize_t n = read(m->b, buf, sizeof(buf));
 			if (n <= 0 || write(m->a, buf, (size_t)n) != n)
 				break;
-			back += (size_t)n;
 		}
 	}
 	shutdown(m->a, SHUT_RDWR);
@@ -629,8 +664,8 @@ static void test_postcopy_link_lost(void **state)
 	socks(s1);
 	socks(s2);
 	struct dst_args a = {.sock = s2[1], .vm = &dst, .opts_extra = {.timeout_ms = 2000}};
-	/* READY (36 bytes) and RUNNING (28) came back: the VM runs there. */
-	struct mitm m = {.a = s1[1], .b = s2[0], .cut_back = 64};
+	/* Cut once RUNNING came back: the VM runs there, however many passes ran. */
+	struct mitm m = {.a = s1[1], .b = s2[0], .cut_after_running = true};
 	pthread_t td, tm;
 	assert_int_equal(pthread_create(&td, NULL, dst_main, &a), 0);
 	assert_int_equal(pthread_create(&tm, NULL, mitm_main, &m), 0);

@@ -271,6 +271,24 @@ static void test_order_and_framing(void **state)
 	mig_put32(s->f[0].p + 4, MV_MIGRATE_F_ZSTD | MV_MIGRATE_F_POSTCOPY);
 	serialize(s, false);
 	assert_int_equal(check(s, "postcopy"), 0);
+	/* SYNC between RAM frames is fine, after DEVICE it is not. */
+	build(s);
+	memmove(&s->f[4], &s->f[3], 3 * sizeof(s->f[0]));
+	s->f[3].type = MIG_SYNC;
+	s->f[3].len = mig_sync_put(s->f[3].p, 1);
+	s->n = 7;
+	serialize(s, false);
+	assert_int_equal(check(s, "sync in pre-copy"), 0);
+	mig_put32(s->f[3].p + 4, 1);
+	serialize(s, false);
+	assert_true(check(s, "sync padding") < 0);
+	build(s);
+	s->f[6] = s->f[5];
+	s->f[5].type = MIG_SYNC;
+	s->f[5].len = mig_sync_put(s->f[5].p, 1);
+	s->n = 7;
+	serialize(s, false);
+	assert_true(check(s, "sync after device") < 0);
 	/* NACK from the source aborts; a positive code is malformed. */
 	build(s);
 	s->f[2].type = MIG_NACK;
