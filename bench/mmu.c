@@ -207,7 +207,17 @@ int main(int argc, char **argv)
 		mb = 256;
 	uint64_t pages = mb << 8;
 	double native = native_chase(pages);
-	double tlb = time_tlb_hits();
+	/* Median of 5: a shared machine's neighbours show up as outliers. */
+	double tr[5];
+	for (int i = 0; i < 5; i++)
+		tr[i] = time_tlb_hits();
+	for (int i = 1; i < 5; i++)
+		for (int j = i; j > 0 && tr[j - 1] > tr[j]; j--) {
+			double x = tr[j];
+			tr[j] = tr[j - 1];
+			tr[j - 1] = x;
+		}
+	double tlb = tr[2];
 	struct space s4, s5, r2;
 	space_build(&s4, 4, 1, pages);
 	double w4_warm = time_walks(s4.pt, 0, WARM_PAGES);

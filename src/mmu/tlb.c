@@ -73,32 +73,38 @@ static inline struct tlb_entry *set_of(struct mv_mmu_tlb *t, uint64_t vpn, unsig
 }
 
 
-bool mv_mmu_tlb_lookup(struct mv_mmu_tlb *t, uint32_t pasid, uint64_t va, unsigned acc,
-		       struct mv_mmu_xlat *out)
+static void fill(const struct tlb_entry *e, unsigned c, uint64_t va, struct mv_mmu_xlat *out)
 {
-	const unsigned ways = t->ways;
+	uint64_t off = va & ((1ULL << cls_shift[c]) - 1);
+	out->pa = e->pa | off;
+	out->gpa = e->gpa | off;
+	out->page_size = 1ULL << cls_shift[c];
+	out->flags = e->flags;
+	out->perms = e->perms;
+	out->level = e->level;
+}
+
+/* Every size class, and the permission check for an access type not seen on
+ * the entry before. */
+__attribute__((noinline)) static bool lookup_slow(struct mv_mmu_tlb *t, uint32_t pasid, uint64_t va,
+						  unsigned acc, struct mv_mmu_xlat *out)
+{
 	for (unsigned c = 0; c < 3; c++) {
 		uint64_t vpn = va >> cls_shift[c], tag = (vpn << 2) | c;
 		struct tlb_entry *s = set_of(t, vpn, c);
-		for (unsigned w = 0; w < ways; w++) {
+		for (unsigned w = 0; w < t->ways; w++) {
 			struct tlb_entry *e = &s[w];
 			if (e->tag != tag || (e->pasid != pasid && !(e->perms & MV_MMU_PERM_G)))
 				continue;
 			/* An entry's perms only change by re-insertion, which clears the
 			 * cache: the same access type needs no second permission check. */
-			if (__builtin_expect(e->ok_acc != acc, 0)) {
+			if (e->ok_acc != acc) {
 				if (!mmu_perm_ok(e->perms, acc) ||
 				    ((acc & MV_MMU_ACC_WRITE) && !(e->perms & MV_MMU_PERM_D)))
 					goto miss; /* let the walker fault precisely or set D */
 				e->ok_acc = acc;
 			}
-			uint64_t off = va & ((1ULL << cls_shift[c]) - 1);
-			out->pa = e->pa | off;
-			out->gpa = e->gpa | off;
-			out->page_size = 1ULL << cls_shift[c];
-			out->flags = e->flags;
-			out->perms = e->perms;
-			out->level = e->level;
+			fill(e, c, va, out);
 			t->st.hits++;
 			return true;
 		}
@@ -106,6 +112,25 @@ bool mv_mmu_tlb_lookup(struct mv_mmu_tlb *t, uint32_t pasid, uint64_t va, unsign
 miss:
 	t->st.misses++;
 	return false;
+}
+
+/* The hot path: a 4 KiB entry already checked for this access type. Kept
+ * small so the compiler needs few registers (no prologue spills). */
+bool mv_mmu_tlb_lookup(struct mv_mmu_tlb *t, uint32_t pasid, uint64_t va, unsigned acc,
+		       struct mv_mmu_xlat *out)
+{
+	uint64_t vpn = va >> 12, tag = vpn << 2;
+	const struct tlb_entry *s = set_of(t, vpn, 0);
+	for (unsigned w = 0; w < t->ways; w++) {
+		const struct tlb_entry *e = &s[w];
+		if (e->tag == tag && e->ok_acc == acc &&
+		    (e->pasid == pasid || (e->perms & MV_MMU_PERM_G))) {
+			fill(e, 0, va, out);
+			t->st.hits++;
+			return true;
+		}
+	}
+	return lookup_slow(t, pasid, va, acc, out);
 }
 
 void mv_mmu_tlb_insert(struct mv_mmu_tlb *t, uint32_t pasid, uint64_t va,
