@@ -1,0 +1,255 @@
+/* Container images: digests, OCI manifests, the registry client, the
+ * content-addressed chunk store, tar parsing and gzip layer indexes (files'
+ * offsets plus resume points, for lazy fetches by Range request).
+ * Implemented in src/image/; used by the image tests and tools, later by the
+ * daemon. Builds and tests with no daemon running. Formats:
+ * docs/formats/chunk-store.md, docs/formats/layer-index.md. */
+#ifndef MEMVISOR_IMAGE_H
+#define MEMVISOR_IMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "memvisor/error.h"
+
+/* ---- digests (src/image/digest.c) ---- */
+
+#define MV_DIGEST_LEN 32
+#define MV_DIGEST_STRLEN 72   /* "sha256:" + 64 hex + NUL */
+
+struct mv_digest {
+	uint8_t b[MV_DIGEST_LEN];
+};
+
+/* Strict parse of "sha256:" + 64 lowercase hex. -EINVAL otherwise. */
+int mv_digest_parse(const char *s, struct mv_digest *out) MV_MUST_CHECK;
+/* Writes "sha256:<hex>" into out (MV_DIGEST_STRLEN bytes); returns out. */
+const char *mv_digest_format(const struct mv_digest *d, char out[MV_DIGEST_STRLEN]);
+void mv_digest_of(const void *data, size_t len, struct mv_digest *out);
+int mv_digest_equal(const struct mv_digest *a, const struct mv_digest *b);
+
+/* Incremental SHA-256 (opaque; OpenSSL underneath). */
+struct mv_sha256;
+struct mv_sha256 *mv_sha256_new(void);   /* aborts on OOM */
+void mv_sha256_update(struct mv_sha256 *h, const void *data, size_t len);
+/* Writes the digest and frees h. */
+void mv_sha256_final(struct mv_sha256 *h, struct mv_digest *out);
+void mv_sha256_free(struct mv_sha256 *h);
+
+/* ---- manifests and indexes (src/image/manifest.c) ---- */
+
+#define MV_MANIFEST_MAX_BYTES (4u << 20)
+#define MV_MANIFEST_MAX_LAYERS 256
+#define MV_MANIFEST_MAX_ENTRIES 1024
+#define MV_BLOB_MAX_SIZE (1ULL << 40)   /* 1 TiB: larger sizes are refused */
+
+enum mv_manifest_kind { MV_MANIFEST_IMAGE = 1, MV_MANIFEST_INDEX = 2 };
+
+enum mv_layer_compression {
+	MV_LAYER_TAR = 0,
+	MV_LAYER_GZIP = 1,
+	MV_LAYER_ZSTD = 2,   /* parsed, not lazily readable yet */
+};
+
+struct mv_descriptor {
+	char media_type[128];
+	struct mv_digest digest;
+	uint64_t size;
+	/* Index entries only ("" when absent). */
+	char os[32];
+	char arch[32];
+	char variant[32];
+	/* Layers only. */
+	enum mv_layer_compression compression;
+};
+
+/* A parsed manifest (kind IMAGE: config + layers) or index (kind INDEX:
+ * entries in items). Plain data owned by the caller: mv_manifest_free(). */
+struct mv_manifest {
+	enum mv_manifest_kind kind;
+	char media_type[128];
+	struct mv_descriptor config;   /* IMAGE only */
+	unsigned n_items;              /* layers (IMAGE) or manifests (INDEX) */
+	struct mv_descriptor *items;
+};
+
+/* Validates every field of a manifest or index JSON document (media types
+ * known, sizes in [0, MV_BLOB_MAX_SIZE], digests sha256:64hex, counts
+ * bounded). content_type (the HTTP Content-Type, may be NULL) is used when the
+ * document has no mediaType; when both are given they must agree. */
+int mv_manifest_parse(const void *json, size_t len, const char *content_type,
+		      struct mv_manifest **out, struct mv_error **err) MV_MUST_CHECK;
+void mv_manifest_free(struct mv_manifest *m);
+/* Index of the entry for os/arch (variant ignored), or -ENOENT. */
+int mv_manifest_pick(const struct mv_manifest *idx, const char *os, const char *arch) MV_MUST_CHECK;
+/* The Accept header value for manifest requests. */
+const char *mv_manifest_accept(void);
+
+/* ---- registry client (src/image/registry.c, auth.c) ---- */
+
+/* A parsed `WWW-Authenticate: Bearer realm=...,service=...,scope=...`. */
+struct mv_auth_challenge {
+	char scheme[16];      /* "Bearer" or "Basic" */
+	char realm[512];
+	char service[256];
+	char scope[512];
+};
+/* Parses one challenge header value; -EINVAL on malformed input. */
+int mv_auth_parse_challenge(const char *hdr, struct mv_auth_challenge *out) MV_MUST_CHECK;
+/* Extracts "token" (or "access_token") from a token endpoint's JSON reply
+ * into a malloc'ed string owned by the caller. */
+int mv_auth_parse_token(const void *json, size_t len, char **token,
+			struct mv_error **err) MV_MUST_CHECK;
+
+struct mv_registry;   /* opaque; one repository on one registry; not thread-safe */
+
+/* base: "http://127.0.0.1:5000" or "https://host"; repo: "library/busybox". */
+int mv_registry_open(const char *base, const char *repo, struct mv_registry **out,
+		     struct mv_error **err) MV_MUST_CHECK;
+void mv_registry_close(struct mv_registry *r);
+/* Fetches the image manifest for ref (a tag or a digest). Indexes are
+ * followed for os/arch, at most 2 levels deep (loops are refused). Digests
+ * of manifests fetched by digest are verified. *digest_out (may be NULL) is
+ * the digest of the image manifest returned; *out is the caller's. */
+int mv_registry_get_manifest(struct mv_registry *r, const char *ref, const char *os,
+			     const char *arch, struct mv_manifest **out,
+			     struct mv_digest *digest_out, struct mv_error **err) MV_MUST_CHECK;
+/* Reads a whole blob into memory (at most max bytes) and verifies its
+ * digest. *data is malloc'ed and the caller's. */
+int mv_registry_get_blob(struct mv_registry *r, const struct mv_digest *d, size_t max,
+			 void **data, size_t *len, struct mv_error **err) MV_MUST_CHECK;
+/* Streams a blob, or bytes [off, off+len) of it (len 0: to the end), to
+ * sink. A Range reply must be 206 with the asked range. No digest check for
+ * partial reads; a sink returning < 0 aborts with that code. */
+typedef int (*mv_blob_sink)(void *ctx, const void *data, size_t len);
+int mv_registry_read_blob(struct mv_registry *r, const struct mv_digest *d, uint64_t off,
+			  uint64_t len, mv_blob_sink sink, void *ctx,
+			  struct mv_error **err) MV_MUST_CHECK;
+/* Body bytes received from the registry so far (all requests). */
+uint64_t mv_registry_bytes_received(const struct mv_registry *r);
+uint64_t mv_registry_requests(const struct mv_registry *r);
+
+/* ---- chunk store (src/image/chunkstore.c; docs/formats/chunk-store.md) ---- */
+
+#define MV_CHUNK_MAX_SIZE (16u << 20)
+
+struct mv_chunkstore;   /* opaque; one process at a time writes refs */
+
+/* Opens (creating if needed) a store rooted at dir. */
+int mv_chunkstore_open(const char *dir, struct mv_chunkstore **out,
+		       struct mv_error **err) MV_MUST_CHECK;
+void mv_chunkstore_close(struct mv_chunkstore *cs);
+/* Stores data (≤ MV_CHUNK_MAX_SIZE) under its SHA-256, crash-safely; a chunk
+ * already present is not rewritten. */
+int mv_chunkstore_put(struct mv_chunkstore *cs, const void *data, size_t len,
+		      struct mv_digest *out, struct mv_error **err) MV_MUST_CHECK;
+/* Reads and verifies a chunk; *data is malloc'ed and the caller's. A chunk
+ * whose content does not match its name is removed and -EBADMSG returned;
+ * a missing one is -ENOENT. */
+int mv_chunkstore_get(struct mv_chunkstore *cs, const struct mv_digest *d, void **data,
+		      size_t *len, struct mv_error **err) MV_MUST_CHECK;
+int mv_chunkstore_has(struct mv_chunkstore *cs, const struct mv_digest *d);
+/* Replaces the reference set called name ([A-Za-z0-9._-], 1..128 chars, not
+ * starting with '.') with digests[0..n). Chunks named by any reference set
+ * survive mv_chunkstore_gc(). */
+int mv_chunkstore_ref_set(struct mv_chunkstore *cs, const char *name,
+			  const struct mv_digest *digests, size_t n,
+			  struct mv_error **err) MV_MUST_CHECK;
+int mv_chunkstore_ref_drop(struct mv_chunkstore *cs, const char *name,
+			   struct mv_error **err) MV_MUST_CHECK;
+/* Deletes every chunk no reference set names and that was not written (or
+ * re-put) in the last grace_s seconds, and temp files older than that: the
+ * grace period covers writers between their puts and their ref_set. */
+int mv_chunkstore_gc(struct mv_chunkstore *cs, uint64_t grace_s, uint64_t *freed_chunks,
+		     uint64_t *freed_bytes, struct mv_error **err) MV_MUST_CHECK;
+/* Reference-set file codec (exposed for tests and the fuzz target). */
+int mv_chunkrefs_encode(const struct mv_digest *d, size_t n, void **buf, size_t *len) MV_MUST_CHECK;
+int mv_chunkrefs_decode(const void *buf, size_t len, struct mv_digest **d, size_t *n,
+			struct mv_error **err) MV_MUST_CHECK;
+
+/* ---- tar (src/image/tar.c) ---- */
+
+enum mv_file_type {
+	MV_FT_REG = 1, MV_FT_DIR, MV_FT_SYMLINK, MV_FT_HARDLINK,
+	MV_FT_CHAR, MV_FT_BLOCK, MV_FT_FIFO,
+};
+
+#define MV_TAR_MAX_PATH 4096
+#define MV_TAR_MAX_FILE (1ULL << 36)   /* 64 GiB per file */
+
+/* One member of a layer. path is normalized ("a/b": no leading "./" or
+ * "/", no "." or ".." components); link is the raw symlink target (never
+ * resolved) or the normalized hard-link target path. */
+struct mv_tar_entry {
+	const char *path;
+	const char *link;      /* "" when none */
+	enum mv_file_type type;
+	uint32_t mode;         /* permission bits incl. suid/sgid/sticky */
+	uint32_t uid, gid;
+	uint32_t devmajor, devminor;
+	int64_t mtime;
+	uint64_t size;         /* bytes of data (regular files only) */
+	uint64_t data_off;     /* offset of the data in the uncompressed stream */
+};
+
+/* Push parser: feed the uncompressed tar stream in pieces of any size. The
+ * callback sees each member once its header is complete (data follows). */
+typedef int (*mv_tar_cb)(void *ctx, const struct mv_tar_entry *e);
+struct mv_tar;   /* opaque */
+struct mv_tar *mv_tar_new(mv_tar_cb cb, void *ctx);   /* aborts on OOM */
+void mv_tar_free(struct mv_tar *t);
+int mv_tar_feed(struct mv_tar *t, const void *data, size_t len,
+		struct mv_error **err) MV_MUST_CHECK;
+/* Checks the stream ended at a member boundary (end blocks or EOF). */
+int mv_tar_finish(struct mv_tar *t, struct mv_error **err) MV_MUST_CHECK;
+/* Normalizes a member name in place; -EINVAL for "..", absolute paths, empty. */
+int mv_tar_normalize_path(char *path) MV_MUST_CHECK;
+
+/* ---- gzip layer index (src/image/layer_index.c, zindex.c;
+ *      docs/formats/layer-index.md) ---- */
+
+#define MV_INDEX_SPAN (1u << 20)   /* resume point every ~1 MiB of output */
+#define MV_INDEX_WINDOW 32768u
+
+struct mv_layer_index;     /* opaque, immutable once built or loaded */
+struct mv_layer_builder;   /* opaque */
+
+/* Builds an index in one pass over a gzip'ed (or, gzip 0, plain) tar blob
+ * fed in pieces. span 0 means MV_INDEX_SPAN. */
+struct mv_layer_builder *mv_layer_builder_new(int gzip, uint32_t span);   /* aborts on OOM */
+int mv_layer_builder_feed(struct mv_layer_builder *b, const void *data, size_t len,
+			  struct mv_error **err) MV_MUST_CHECK;
+/* Checks the stream ended cleanly and its digest equals expected (may be
+ * NULL: no check), then hands the index to *out. Frees b either way. */
+int mv_layer_builder_finish(struct mv_layer_builder *b, const struct mv_digest *expected,
+			    struct mv_layer_index **out, struct mv_error **err) MV_MUST_CHECK;
+void mv_layer_builder_free(struct mv_layer_builder *b);
+
+void mv_layer_index_free(struct mv_layer_index *idx);
+int mv_layer_index_encode(const struct mv_layer_index *idx, void **buf, size_t *len) MV_MUST_CHECK;
+int mv_layer_index_decode(const void *buf, size_t len, struct mv_layer_index **out,
+			  struct mv_error **err) MV_MUST_CHECK;
+int mv_layer_index_save(const struct mv_layer_index *idx, const char *path,
+			struct mv_error **err) MV_MUST_CHECK;
+int mv_layer_index_load(const char *path, struct mv_layer_index **out,
+			struct mv_error **err) MV_MUST_CHECK;
+
+size_t mv_layer_index_count(const struct mv_layer_index *idx);
+/* Entry i; its strings live as long as idx. */
+void mv_layer_index_entry(const struct mv_layer_index *idx, size_t i, struct mv_tar_entry *out);
+/* Entry by normalized path (the last one if repeated), or -ENOENT. */
+int mv_layer_index_find(const struct mv_layer_index *idx, const char *path) MV_MUST_CHECK;
+const struct mv_digest *mv_layer_index_blob_digest(const struct mv_layer_index *idx);
+uint64_t mv_layer_index_blob_size(const struct mv_layer_index *idx);
+uint64_t mv_layer_index_tar_size(const struct mv_layer_index *idx);
+size_t mv_layer_index_points(const struct mv_layer_index *idx);
+
+/* Random access: reads compressed bytes [off, off+len) of the blob into buf;
+ * sets *got (short only at the blob's end). */
+typedef int (*mv_blob_fetch)(void *ctx, uint64_t off, void *buf, size_t len, size_t *got);
+/* Reads len bytes at uncompressed offset off, starting decompression at the
+ * nearest resume point before off and fetching compressed input in growing
+ * pieces (from 64 KiB) through fetch. */
+int mv_layer_index_read(const struct mv_layer_index *idx, mv_blob_fetch fetch, void *ctx,
+			uint64_t off, void *buf, size_t len, struct mv_error **err) MV_MUST_CHECK;
+
+#endif
