@@ -389,7 +389,7 @@ int mv_chunkstore_gc(struct mv_chunkstore *cs, uint64_t grace_s, uint64_t *freed
 			snprintf(name, sizeof(name), "sha256:%02x%.62s", hi, de->d_name);
 			if (strlen(de->d_name) != 62 || mv_digest_parse(name, &d) < 0)
 				continue;   /* not a chunk: leave it for a human */
-			if (bsearch(&d, live, n_live, sizeof(d), cmp_digest))
+			if (n_live && bsearch(&d, live, n_live, sizeof(d), cmp_digest))
 				continue;
 			if (fstatat(dirfd(dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
 			    st.st_mtime > cutoff)

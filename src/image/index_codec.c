@@ -55,7 +55,8 @@ int mv_layer_index_encode(const struct mv_layer_index *idx, void **bufp, size_t 
 		put64(p + 8, idx->points[i].out);
 		p[16] = idx->points[i].bits;
 	}
-	memcpy(p, idx->windows, idx->n_points * MV_INDEX_WINDOW);
+	if (idx->n_points)   /* memcpy from NULL is undefined even for 0 bytes */
+		memcpy(p, idx->windows, idx->n_points * MV_INDEX_WINDOW);
 	p += idx->n_points * MV_INDEX_WINDOW;
 	for (size_t i = 0; i < idx->n_entries; i++, p += ENTRY_SIZE) {
 		const struct lx_entry *e = &idx->entries[i];
@@ -73,7 +74,8 @@ int mv_layer_index_encode(const struct mv_layer_index *idx, void **bufp, size_t 
 		put32(p + 56, e->link_len);
 		p[60] = e->type;
 	}
-	memcpy(p, idx->strings, idx->strings_len);
+	if (idx->strings_len)
+		memcpy(p, idx->strings, idx->strings_len);
 	p += idx->strings_len;
 	put32(p, (uint32_t)crc32(0, b, (uInt)(p - b)));
 	memcpy(p + 4, END_MAGIC, 4);
@@ -161,9 +163,11 @@ int mv_layer_index_decode(const void *buf, size_t len, struct mv_layer_index **o
 			goto fail;
 		}
 	}
-	memcpy(idx->windows, p, np * MV_INDEX_WINDOW);
+	if (np)
+		memcpy(idx->windows, p, np * MV_INDEX_WINDOW);
 	p += np * MV_INDEX_WINDOW;
-	memcpy(idx->strings, p + ne * ENTRY_SIZE, sl);
+	if (sl)
+		memcpy(idx->strings, p + ne * ENTRY_SIZE, sl);
 	if (sl && idx->strings[sl - 1]) {
 		rc = mv_err(err, -EBADMSG, "layer index: string table not terminated");
 		goto fail;
