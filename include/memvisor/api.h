@@ -33,6 +33,7 @@ struct mv_vm_spec {
 	uint32_t vcpus;               /* 1..MV_MAX_VCPUS, default 1 */
 	enum mv_mem_backing backing;  /* "auto" (default) | "4k" | "hugetlb" */
 	struct mv_wl_params workload; /* kind required; others default per kind */
+	bool fusion;                  /* opt in to page fusion (default false) */
 };
 
 /* The last (or current) live migration of a VM to another host. */
@@ -76,6 +77,23 @@ struct mv_vm_info {
 	double dirty_rate;            /* pages/s over the last sampling interval */
 	char dirty_backend[16];
 	struct mv_migration_info migration;
+	bool fusion;                  /* opted in to page fusion */
+	uint64_t fused_pages;         /* guest pages now mapped to fused pool pages */
+	uint64_t cow_breaks;          /* fused pages this VM's writes un-shared */
+};
+
+/* GET /v1/fusion: the page-fusion scanner's figures. */
+struct mv_fusion_info {
+	bool enabled;                 /* the daemon runs a scanner (--fusion-rate > 0) */
+	uint64_t rate;                /* pages scanned per second at most */
+	uint64_t shared;              /* pool pages in use */
+	uint64_t sharing;             /* guest pages mapped to them */
+	uint64_t unshared;            /* unique pages in the last full scan */
+	uint64_t full_scans;
+	uint64_t pages_scanned;
+	uint64_t merges, misses, cow_breaks, unfused;
+	uint64_t saved_bytes;         /* (sharing - shared) pages */
+	uint32_t vms;                 /* VMs being scanned */
 };
 
 struct mv_host_info {
@@ -152,6 +170,7 @@ struct mv_api_backend {
 	 * in *out (malloc'ed). Fails as a whole only for a bad binary path. */
 	int (*upgrade)(void *ctx, const char *vmm_path, struct mv_handover_result **out, size_t *n,
 		       struct mv_error **err);
+	int (*fusion_get)(void *ctx, struct mv_fusion_info *out, struct mv_error **err);
 	/* Prometheus text exposition; *text malloc'ed, caller frees. */
 	int (*metrics)(void *ctx, char **text, struct mv_error **err);
 };
@@ -195,6 +214,7 @@ bool mv_api_name_valid(const char *name);
 char *mv_api_encode_vm(const struct mv_vm_info *vm);
 char *mv_api_encode_host(const struct mv_host_info *h);
 char *mv_api_encode_verify(const struct mv_verify_result *r);
+char *mv_api_encode_fusion(const struct mv_fusion_info *f);
 char *mv_api_encode_error(int http_status, const struct mv_error *e, int code);
 /* HTTP status of a backend/codec result: 0 200, -EINVAL 400, -ENOENT 404,
  * -EEXIST/-EBUSY 409, -E2BIG 413, -ENOSPC 422, anything else 500. */

@@ -33,6 +33,8 @@ enum mv_ctl_type {
 	MV_CTL_MIGRATE_OUT,   /* fd: a connected stream to the destination; starts sending */
 	MV_CTL_MIGRATE_IN,    /* fds: RAM regions + the stream; replies once the VM runs */
 	MV_CTL_MIGRATE_CANCEL,
+	MV_CTL_FUSE,          /* map pool pages over guest pages; reply: results, broken pages */
+	MV_CTL_UNFUSE,        /* copy every fused page back into guest RAM */
 	MV_CTL__COUNT
 };
 
@@ -125,6 +127,44 @@ struct mv_ctl_verify {
 	uint64_t ops_done;
 	uint64_t elapsed_us;
 	char message[256];
+};
+
+/* FUSE request: map pool page pool_off read-only at gpa, if the guest page
+ * still holds the same bytes. The pool fd (read-only) rides along once per
+ * VMM (nfds 1); n may be 0 to just collect broken pages. */
+#define MV_CTL_FUSE_MAX 512
+#define MV_CTL_BROKEN_MAX 1024
+struct mv_ctl_fuse_entry {
+	uint64_t gpa;
+	uint64_t pool_off;
+};
+
+struct mv_ctl_fuse {
+	uint32_t n;
+	uint32_t pad;
+	uint64_t pool_size;    /* with the fd: its size in bytes */
+	struct mv_ctl_fuse_entry e[MV_CTL_FUSE_MAX];
+};
+
+enum mv_ctl_fuse_result { MV_FUSE_MISS = 0, MV_FUSE_DONE, MV_FUSE_SKIP };
+
+/* FUSE reply: one result per entry, and fused pages a guest write broke
+ * since the last reply (their pool page is no longer mapped). */
+struct mv_ctl_fuse_reply {
+	uint32_t n;
+	uint32_t nbroken;
+	uint32_t more;         /* 1: more broken pages wait for the next call */
+	uint32_t pad;
+	uint64_t fused;        /* pages fused now */
+	uint64_t cow_breaks;   /* total */
+	uint8_t result[MV_CTL_FUSE_MAX];   /* enum mv_ctl_fuse_result */
+	uint64_t broken[MV_CTL_BROKEN_MAX];
+};
+
+/* UNFUSE reply. */
+struct mv_ctl_unfuse {
+	uint64_t unfused;
+	uint64_t cow_breaks;
 };
 
 struct mv_ctl_mem {

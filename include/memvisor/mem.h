@@ -119,6 +119,13 @@ bool mv_dirty_backend_available(enum mv_dirty_backend b);
 /* Collects the pages written since the last sync (or start) and re-arms, in
  * as few syscalls as the backend allows. *ndirty gets the total count. */
 int mv_dirty_sync(struct mv_dirty_log *log, uint64_t *ndirty, struct mv_error **err) MV_MUST_CHECK;
+/* Re-registers [addr, addr+len) (page aligned, inside guest RAM) for
+ * tracking after the caller replaced its mapping (mmap MAP_FIXED drops the
+ * userfaultfd registration with the old VMA), and write-protects it so the
+ * next write is recorded. Only UFFD_WP needs it; a no-op (0) for the others
+ * and for a NULL log. Async-signal-safe: one or two ioctls, no allocation,
+ * so page fusion's copy-on-write fault handler may call it. */
+int mv_dirty_rearm_range(struct mv_dirty_log *log, void *addr, uint64_t len);
 /* The bitmap of region i from the last sync (bit p = page p of the region,
  * 64 pages per word); valid until the next sync or stop. */
 const uint64_t *mv_dirty_bitmap(const struct mv_dirty_log *log, unsigned region, uint64_t *npages);

@@ -56,6 +56,7 @@ void api_vm_migrate(const struct mv_api_backend *be, void *ctx, const char *ref,
 void api_upgrade(const struct mv_api_backend *be, void *ctx, const struct api_req *rq,
 		 struct api_resp *out);
 void api_host_get(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
+void api_fusion_get(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
 void api_metrics(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
 
 /* codec_vm.c, shared by the other decoders: rejects keys of o not in allowed

@@ -177,7 +177,8 @@ static int decode_workload(json_t *w, uint64_t memory, struct mv_wl_params *p,
 
 static int decode_spec(json_t *root, struct mv_vm_spec *out, struct mv_error **err)
 {
-	static const char *const keys[] = {"name", "memory", "vcpus", "backing", "workload", NULL};
+	static const char *const keys[] = {"name", "memory", "vcpus", "backing", "workload", "fusion",
+					   NULL};
 	json_t *v;
 	uint64_t u;
 	int r;
@@ -219,6 +220,11 @@ static int decode_spec(json_t *root, struct mv_vm_spec *out, struct mv_error **e
 		if ((r = get_enum(v, "backing", api_backing_parse, "auto, 4k, hugetlb", &b, err)) < 0)
 			return r;
 		out->backing = (enum mv_mem_backing)b;
+	}
+	if ((v = json_object_get(root, "fusion"))) {
+		if (!json_is_boolean(v))
+			return mv_err_field(err, -EINVAL, "fusion", "fusion must be true or false");
+		out->fusion = json_is_true(v);
 	}
 	v = json_object_get(root, "workload");
 	if (!v)

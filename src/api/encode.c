@@ -87,6 +87,10 @@ json_t *api_vm_json(const struct mv_vm_info *vm)
 			       "dirty_backend", JSTR(vm->dirty_backend));
 	if (json_object_set_new(o, "stats", st) < 0)
 		goto fail;
+	json_t *fu = json_pack("{s:b, s:o, s:o}", "enabled", vm->fusion,
+			       "fused_pages", ju(vm->fused_pages), "cow_breaks", ju(vm->cow_breaks));
+	if (json_object_set_new(o, "fusion", fu) < 0)
+		goto fail;
 	if (vm->state == MV_VM_STOPPED || vm->state == MV_VM_CRASHED) {
 		json_t *ex = json_pack("{s:I, s:I, s:o}", "code", (json_int_t)vm->exit_code,
 				       "signal", (json_int_t)vm->exit_signal,
@@ -138,6 +142,17 @@ char *mv_api_encode_host(const struct mv_host_info *h)
 			      "memory_used", ju(h->memory_used), "memory_free", ju(free_b),
 			      "hugepages_free", ju(h->hugepages_free),
 			      "dirty_backend", JSTR(h->dirty_backend), "vms", (json_int_t)h->vms));
+}
+
+char *mv_api_encode_fusion(const struct mv_fusion_info *f)
+{
+	return dump(json_pack("{s:b, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:I}",
+			      "enabled", f->enabled, "rate", ju(f->rate), "shared", ju(f->shared),
+			      "sharing", ju(f->sharing), "unshared", ju(f->unshared),
+			      "full_scans", ju(f->full_scans), "pages_scanned", ju(f->pages_scanned),
+			      "merges", ju(f->merges), "misses", ju(f->misses),
+			      "cow_breaks", ju(f->cow_breaks), "unfused", ju(f->unfused),
+			      "saved_bytes", ju(f->saved_bytes), "vms", (json_int_t)f->vms));
 }
 
 char *mv_api_encode_verify(const struct mv_verify_result *r)

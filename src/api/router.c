@@ -9,7 +9,7 @@
 
 enum route_id {
 	R_HOST, R_VMS, R_VM, R_VM_PAUSE, R_VM_RESUME, R_VM_STOP, R_VM_VERIFY, R_VM_MIGRATE,
-	R_UPGRADE, R_METRICS,
+	R_UPGRADE, R_METRICS, R_FUSION,
 };
 
 /* Methods as a bit set; HEAD rides along with GET (MHD drops the body). */
@@ -31,6 +31,7 @@ static const struct route routes[] = {
 	[R_VM_MIGRATE] = {M_POST, M_POST},
 	[R_UPGRADE] = {M_POST, M_POST},
 	[R_METRICS] = {M_GET, 0},
+	[R_FUSION] = {M_GET, 0},
 };
 
 static const char *const vm_actions[] = {
@@ -44,7 +45,7 @@ static const char *const templates[] = {
 	[R_VM_PAUSE] = "/v1/vms/{vm}/pause", [R_VM_RESUME] = "/v1/vms/{vm}/resume",
 	[R_VM_STOP] = "/v1/vms/{vm}/stop", [R_VM_VERIFY] = "/v1/vms/{vm}/verify",
 	[R_VM_MIGRATE] = "/v1/vms/{vm}/migrate", [R_UPGRADE] = "/v1/upgrade",
-	[R_METRICS] = "/metrics",
+	[R_METRICS] = "/metrics", [R_FUSION] = "/v1/fusion",
 };
 
 void mv_api_routes_each(void (*fn)(const char *method, const char *path, void *arg), void *arg)
@@ -92,6 +93,8 @@ static int match(const char *path, char *ref, size_t reflen, bool *ref_ok)
 		return R_METRICS;
 	if (strcmp(path, "/v1/upgrade") == 0)
 		return R_UPGRADE;
+	if (strcmp(path, "/v1/fusion") == 0)
+		return R_FUSION;
 	if (strncmp(path, vms, sizeof(vms) - 1) != 0)
 		return -1;
 	const char *seg = path + sizeof(vms) - 1;
@@ -197,6 +200,9 @@ void api_route(const struct mv_api_backend *be, void *ctx, const struct api_req 
 		return;
 	case R_METRICS:
 		api_metrics(be, ctx, out);
+		return;
+	case R_FUSION:
+		api_fusion_get(be, ctx, out);
 		return;
 	}
 }

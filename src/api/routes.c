@@ -219,6 +219,21 @@ void api_host_get(const struct mv_api_backend *be, void *ctx, struct api_resp *o
 	api_resp_json(out, 200, mv_api_encode_host(&h));
 }
 
+void api_fusion_get(const struct mv_api_backend *be, void *ctx, struct api_resp *out)
+{
+	struct mv_fusion_info f;
+	struct mv_error *e = NULL;
+	NEED(be, fusion_get, out);
+	memset(&f, 0, sizeof(f));
+	int r = be->fusion_get(ctx, &f, &e);
+	if (r < 0) {
+		fail(out, r, e);
+		return;
+	}
+	mv_error_free(e);
+	api_resp_json(out, 200, mv_api_encode_fusion(&f));
+}
+
 void api_metrics(const struct mv_api_backend *be, void *ctx, struct api_resp *out)
 {
 	char *text = NULL;

@@ -83,6 +83,7 @@ void mv_table_free(struct mv_table *t);
 int mv_cli_cmd_vm(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_vm_create(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_host(const struct mv_cli *cli, int argc, char **argv);
+int mv_cli_cmd_fusion(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_metrics(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_daemon(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_vm_migrate(const struct mv_cli *cli, int argc, char **argv);

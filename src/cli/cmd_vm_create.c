@@ -23,6 +23,7 @@ static const char create_usage[] =
 	"      --pattern P         seq | random | hotcold (memtouch, default random)\n"
 	"      --put-pct N         share of puts, 0-100 (kvstore, default 70)\n"
 	"      --hot-pct N         share of accesses to the hot set, 0-100 (default 90)\n"
+	"      --fusion            let page fusion share this VM's identical pages\n"
 	"      --json              print the created VM as JSON instead of its id\n"
 	"  -h, --help              show this help\n";
 
@@ -32,7 +33,7 @@ static const char *const patterns[] = {"seq", "random", "hotcold", NULL};
 
 enum {
 	OPT_VCPUS = 0x100, OPT_BACKING, OPT_SEED, OPT_WSS, OPT_RATE, OPT_PATTERN,
-	OPT_PUT_PCT, OPT_HOT_PCT, OPT_JSON,
+	OPT_PUT_PCT, OPT_HOT_PCT, OPT_JSON, OPT_FUSION,
 };
 
 #define CMD "vm create"
@@ -113,6 +114,7 @@ static int parse_flags(int argc, char **argv, json_t *spec, json_t *wl, bool *js
 		{"put-pct", required_argument, NULL, OPT_PUT_PCT},
 		{"hot-pct", required_argument, NULL, OPT_HOT_PCT},
 		{"json", no_argument, NULL, OPT_JSON},
+		{"fusion", no_argument, NULL, OPT_FUSION},
 		{NULL, 0, NULL, 0},
 	};
 	int c, r = -1;
@@ -157,6 +159,9 @@ static int parse_flags(int argc, char **argv, json_t *spec, json_t *wl, bool *js
 			break;
 		case OPT_JSON:
 			*json_out = true;
+			break;
+		case OPT_FUSION:
+			json_object_set_new(spec, "fusion", json_true());
 			break;
 		default:
 			return mv_cli_getopt_err(CMD, c, argv);

@@ -22,6 +22,7 @@ static const char usage[] =
 	"  vm migrate VM --local    hand a VM to a new VMM process, zero-copy\n"
 	"  upgrade --vmm PATH       move every VM to a new VMM binary\n"
 	"  host                     this host's capacity and usage\n"
+	"  fusion status            page fusion: pages shared, memory saved\n"
 	"  metrics                  Prometheus metrics, raw\n"
 	"  help [COMMAND]           show help for a command\n"
 	"\n"
@@ -41,6 +42,8 @@ static int dispatch(const struct mv_cli *cli, int argc, char **argv)
 		return mv_cli_cmd_vm(cli, argc, argv);
 	if (strcmp(cmd, "host") == 0)
 		return mv_cli_cmd_host(cli, argc, argv);
+	if (strcmp(cmd, "fusion") == 0)
+		return mv_cli_cmd_fusion(cli, argc, argv);
 	if (strcmp(cmd, "metrics") == 0)
 		return mv_cli_cmd_metrics(cli, argc, argv);
 	if (strcmp(cmd, "daemon") == 0)

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <string.h>
 #include "memvisor/ctl.h"
+#include "memvisor/util.h"
 
 #define HDR_LEN 32u
 #define TRAILER_LEN 4u
@@ -92,6 +93,8 @@ static uint32_t expected_len(uint16_t type, bool reply)
 	case MV_CTL_SAVE_STATE: return reply ? sizeof(struct mv_ctl_states) : 0;
 	case MV_CTL_MIGRATE_OUT: return reply ? 0 : sizeof(struct mv_ctl_migrate_opts);
 	case MV_CTL_MIGRATE_IN: return reply ? 0 : sizeof(struct mv_ctl_migrate_in);
+	case MV_CTL_FUSE: return reply ? sizeof(struct mv_ctl_fuse_reply) : sizeof(struct mv_ctl_fuse);
+	case MV_CTL_UNFUSE: return reply ? sizeof(struct mv_ctl_unfuse) : 0;
 	default: return 0;
 	}
 }
@@ -136,7 +139,7 @@ int mv_ctl_validate_payload(const struct mv_ctl_msg *m, struct mv_error **err)
 		return mv_err(err, -EPROTO, "control frame type %u: payload %u bytes, expected %u",
 			      m->type, m->payload_len, want);
 	bool fds_ok = ((m->type == MV_CTL_SETUP || m->type == MV_CTL_MIGRATE_OUT ||
-			m->type == MV_CTL_MIGRATE_IN) && !reply) ||
+			m->type == MV_CTL_MIGRATE_IN || m->type == MV_CTL_FUSE) && !reply) ||
 		      (m->type == MV_CTL_GET_MEM && reply && m->status == 0);
 	if (m->nfds && !fds_ok)
 		return mv_err(err, -EPROTO, "control frame type %u carries fds", m->type);
@@ -205,6 +208,26 @@ int mv_ctl_validate_payload(const struct mv_ctl_msg *m, struct mv_error **err)
 		if (g.nvcpus == 0 || g.nvcpus > MV_MAX_VCPUS)
 			return mv_err(err, -EPROTO, "control SAVE_STATE: %u vCPUs", g.nvcpus);
 		return check_states(g.states, g.nvcpus, err);
+	}
+	case MV_CTL_FUSE: {
+		if (reply) {
+			struct mv_ctl_fuse_reply f;
+			memcpy(&f, m->payload, sizeof(f));
+			if (f.n > MV_CTL_FUSE_MAX || f.nbroken > MV_CTL_BROKEN_MAX || f.more > 1)
+				return mv_err(err, -EPROTO, "control FUSE reply: bad field");
+			for (uint32_t i = 0; i < f.n; i++)
+				if (f.result[i] > MV_FUSE_SKIP)
+					return mv_err(err, -EPROTO, "control FUSE reply: bad result");
+			return 0;
+		}
+		struct mv_ctl_fuse f;
+		memcpy(&f, m->payload, sizeof(f));
+		if (f.n > MV_CTL_FUSE_MAX || m->nfds > 1 || (m->nfds && f.pool_size % MV_PAGE_SIZE))
+			return mv_err(err, -EPROTO, "control FUSE: bad field");
+		for (uint32_t i = 0; i < f.n; i++)
+			if (f.e[i].gpa % MV_PAGE_SIZE || f.e[i].pool_off % MV_PAGE_SIZE)
+				return mv_err(err, -EPROTO, "control FUSE: entry %u is not page aligned", i);
+		return 0;
 	}
 	case MV_CTL_GET_MEM: {
 		struct mv_ctl_mem g;

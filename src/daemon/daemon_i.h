@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include "memvisor/api.h"
 #include "memvisor/ctl.h"
 #include "memvisor/mem.h"
@@ -21,6 +22,8 @@ struct dvm {
 	bool migrated_out;           /* its VMM ends because the VM lives elsewhere now */
 	enum mv_vm_state state_before_migration;
 	uint64_t minflt, majflt;     /* VMM page faults */
+	uint64_t fkey;               /* its key in the fusion library (never reused) */
+	bool fusion_pool_sent;       /* its current VMM holds the fusion pool fd */
 	char dir[PATH_MAX];          /* <state>/vms/<id> */
 };
 
@@ -30,6 +33,7 @@ struct daemon_cfg {
 	const char *vmm_path;
 	uint64_t mem_capacity;
 	const char *migrate_listen;  /* HOST:PORT for incoming migrations, NULL = none */
+	uint64_t fusion_rate;        /* pages/s the fusion scanner reads at most; 0 = off */
 };
 
 struct vmmgr {
@@ -46,6 +50,10 @@ struct vmmgr {
 	int mig_listen;              /* TCP listener for incoming migrations, -1 when none */
 	pthread_t mig_thread;
 	char vmm_path_buf[MV_PATH_MAX];   /* cfg.vmm_path after an upgrade */
+	uint64_t next_fkey;
+	struct mv_fusion *fusion;    /* NULL when fusion is off */
+	pthread_t fusion_thread;
+	bool fusion_running, fusion_quit;
 };
 
 /* state.c */
@@ -110,6 +118,19 @@ void watch_refresh(struct vmmgr *m, struct dvm *vm);
 uint64_t host_mem_total(void);
 uint64_t host_hugepages_free(void);
 int host_random_id(char *out, size_t len);
+
+/* fusion.c: the page-fusion thread driving src/guard's scanner. */
+int fusion_start(struct vmmgr *m, struct mv_error **err);
+void fusion_stop(struct vmmgr *m);
+/* After vmmgr_fini(): frees the library (and the pool). */
+void fusion_fini(struct vmmgr *m);
+/* Lock held. Copies every fused page of vm back into its memfds (UNFUSE) and
+ * detaches it: before a hand-over or an outgoing migration. */
+int fusion_vm_unfuse(struct vmmgr *m, struct dvm *vm, struct mv_error **err);
+/* Lock held. vm's VMM is gone: drop its references. */
+void fusion_vm_forget(struct vmmgr *m, struct dvm *vm);
+int fusion_info(struct vmmgr *m, struct mv_fusion_info *out);
+void fusion_metrics(struct vmmgr *m, FILE *f);
 
 /* metrics.c */
 char *metrics_render(struct vmmgr *m);

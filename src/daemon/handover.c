@@ -57,7 +57,10 @@ int handover_vm(struct vmmgr *m, struct dvm *vm, const char *bin, struct mv_hand
 	pid_t pgid = 0;
 	int sock = -1;
 
-	int r = vmm_spawn(bin, vm, gen, &pgid, &err);
+	/* The new VMM maps only the memfds: fused pages go back into them first. */
+	int r = fusion_vm_unfuse(m, vm, &err);
+	if (r == 0)
+		r = vmm_spawn(bin, vm, gen, &pgid, &err);
 	if (r == 0)
 		r = vmm_connect(vm, gen, pgid, CONNECT_MS, &hello, &sock, &err);
 	if (r < 0)

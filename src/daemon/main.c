@@ -25,7 +25,8 @@ static void usage(FILE *f)
 		"  --state-dir DIR      SQLite state and per-VM files (default " DEFAULT_STATE ")\n"
 		"  --mem-capacity SIZE  guest memory this host admits (default: MemTotal - 512M)\n"
 		"  --vmm PATH           memvisor-vmm binary (default: next to memvisord)\n"
-		"  --migrate-listen HOST:PORT  accept live migrations from other hosts there\n");
+		"  --migrate-listen HOST:PORT  accept live migrations from other hosts there\n"
+		"  --fusion-rate N      page fusion scans at most N pages/s (default 20000; 0: off)\n");
 }
 
 /* Next to memvisord when installed, ../vmm/ in the build tree. */
@@ -52,11 +53,12 @@ int main(int argc, char **argv)
 		{"mem-capacity", required_argument, NULL, 'm'},
 		{"vmm", required_argument, NULL, 'v'},
 		{"migrate-listen", required_argument, NULL, 'l'},
+		{"fusion-rate", required_argument, NULL, 'f'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
 	struct daemon_cfg cfg = {.socket_path = getenv("MEMVISOR_SOCKET"),
-				 .state_dir = DEFAULT_STATE};
+				 .state_dir = DEFAULT_STATE, .fusion_rate = 20000};
 	if (!cfg.socket_path)
 		cfg.socket_path = DEFAULT_SOCKET;
 	const char *cap = NULL;
@@ -68,6 +70,16 @@ int main(int argc, char **argv)
 		case 'm': cap = optarg; break;
 		case 'v': cfg.vmm_path = optarg; break;
 		case 'l': cfg.migrate_listen = optarg; break;
+		case 'f': {
+			char *end;
+			errno = 0;
+			cfg.fusion_rate = strtoull(optarg, &end, 10);
+			if (errno || end == optarg || *end || cfg.fusion_rate > 100000000ULL) {
+				fprintf(stderr, "memvisord: --fusion-rate: '%s' is not a page rate\n", optarg);
+				return 2;
+			}
+			break;
+		}
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -118,6 +130,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "memvisord: %s\n", mv_error_msg(err, r));
 		return 1;
 	}
+	r = fusion_start(&mgr, &err);
+	if (r < 0) {
+		fprintf(stderr, "memvisord: %s\n", mv_error_msg(err, r));
+		return 1;
+	}
 	r = watch_start(&mgr);
 	if (r < 0) {
 		fprintf(stderr, "memvisord: watcher thread: %s\n", strerror(-r));
@@ -146,8 +163,10 @@ int main(int argc, char **argv)
 		;
 	mv_log(MV_LOG_INFO, "signal %d: shutting down; VMs keep running", sig);
 	mv_api_server_stop(api);
+	fusion_stop(&mgr);
 	watch_stop(&mgr);
 	migration_listen_stop(&mgr);
 	vmmgr_fini(&mgr);
+	fusion_fini(&mgr);
 	return 0;
 }

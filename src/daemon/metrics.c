@@ -61,6 +61,7 @@ char *metrics_render(struct vmmgr *m)
 		fprintf(f, "memvisor_vm_page_faults_total{vm=\"%s\",type=\"major\"} %llu\n",
 			m->vms[i]->info.name, (unsigned long long)m->vms[i]->majflt);
 	}
+	fusion_metrics(m, f);
 	pthread_mutex_unlock(&m->lock);
 	fclose(f);
 	return buf;

@@ -16,8 +16,10 @@ static const char schema[] =
 	" wl_rate INTEGER NOT NULL, wl_put_pct INTEGER NOT NULL, wl_hot_pct INTEGER NOT NULL,"
 	" state INTEGER NOT NULL, pid INTEGER NOT NULL, created_at INTEGER NOT NULL,"
 	" exit_code INTEGER NOT NULL, exit_signal INTEGER NOT NULL, exit_reason TEXT NOT NULL,"
-	" vmm_gen INTEGER NOT NULL);"
-	"PRAGMA user_version=1;";
+	" vmm_gen INTEGER NOT NULL, fusion INTEGER NOT NULL DEFAULT 0);";
+/* Version 1 databases lack the fusion column; adding it twice fails harmlessly. */
+static const char upgrade_v2[] =
+	"ALTER TABLE vms ADD COLUMN fusion INTEGER NOT NULL DEFAULT 0;";
 
 int state_open(struct vmmgr *m, struct mv_error **err)
 {
@@ -38,6 +40,8 @@ int state_open(struct vmmgr *m, struct mv_error **err)
 		state_close(m);
 		return r;
 	}
+	(void)sqlite3_exec(m->db, upgrade_v2, NULL, NULL, NULL);
+	(void)sqlite3_exec(m->db, "PRAGMA user_version=2;", NULL, NULL, NULL);
 	return 0;
 }
 
@@ -69,6 +73,7 @@ static int bind_vm(sqlite3_stmt *s, const struct mv_vm_info *vm)
 	sqlite3_bind_int(s, i++, vm->exit_signal);
 	sqlite3_bind_text(s, i++, vm->exit_reason, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_int64(s, i++, vm->vmm_gen);
+	sqlite3_bind_int(s, i++, vm->fusion);
 	return i;
 }
 
@@ -90,12 +95,12 @@ static int exec_vm(struct vmmgr *m, const char *sql, const struct mv_vm_info *vm
 
 int state_insert(struct vmmgr *m, const struct mv_vm_info *vm, struct mv_error **err)
 {
-	return exec_vm(m, "INSERT INTO vms VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", vm, err);
+	return exec_vm(m, "INSERT INTO vms VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", vm, err);
 }
 
 int state_update(struct vmmgr *m, const struct mv_vm_info *vm)
 {
-	return exec_vm(m, "REPLACE INTO vms VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", vm, NULL);
+	return exec_vm(m, "REPLACE INTO vms VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", vm, NULL);
 }
 
 int state_delete(struct vmmgr *m, const char *id)
@@ -154,6 +159,7 @@ int state_load(struct vmmgr *m, struct mv_vm_info **out, size_t *n, struct mv_er
 		vm->exit_signal = sqlite3_column_int(s, i++);
 		copy_text(vm->exit_reason, sizeof(vm->exit_reason), sqlite3_column_text(s, i++));
 		vm->vmm_gen = (uint32_t)sqlite3_column_int64(s, i++);
+		vm->fusion = sqlite3_column_int(s, i++) != 0;
 	}
 	sqlite3_finalize(s);
 	if (rc != SQLITE_DONE) {

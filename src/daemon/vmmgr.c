@@ -57,6 +57,7 @@ struct dvm *vmmgr_vm_new(struct vmmgr *m, const struct mv_vm_info *info)
 		abort();
 	vm->info = *info;
 	vm->ctl = -1;
+	vm->fkey = ++m->next_fkey;
 	snprintf(vm->dir, sizeof(vm->dir), "%s/vms/%s", m->cfg.state_dir, info->id);
 	if (m->nvms == m->cap) {
 		m->cap = m->cap ? m->cap * 2 : 16;
@@ -81,6 +82,7 @@ static void vm_release(struct dvm *vm)
 
 void vmmgr_vm_free(struct vmmgr *m, struct dvm *vm)
 {
+	fusion_vm_forget(m, vm);
 	vm_release(vm);
 	for (size_t i = 0; i < m->nvms; i++) {
 		if (m->vms[i] == vm) {
@@ -104,6 +106,7 @@ void vmmgr_vm_exited(struct vmmgr *m, struct dvm *vm)
 	mv_log(clean ? MV_LOG_INFO : MV_LOG_ERROR, "vm %s (%s): VMM %s%s", vm->info.name,
 	       vm->info.id, vm->info.exit_reason, clean ? "" : ": marked crashed");
 	vm->info.pid = 0;
+	fusion_vm_forget(m, vm);
 	vm_release(vm);
 	state_update(m, &vm->info);
 }
@@ -172,7 +175,8 @@ static int vm_create(void *ctx, const struct mv_vm_spec *spec, struct mv_vm_info
 		goto out;
 	struct mv_vm_info info = {.state = MV_VM_CREATING, .memory = spec->memory,
 				  .vcpus = spec->vcpus, .backing = spec->backing,
-				  .workload = spec->workload, .created_at = mv_wall_s()};
+				  .workload = spec->workload, .created_at = mv_wall_s(),
+				  .fusion = spec->fusion};
 	snprintf(info.name, sizeof(info.name), "%s", spec->name);
 	r = host_random_id(info.id, sizeof(info.id));
 	if (r < 0) {
@@ -420,6 +424,9 @@ static int vm_migrate(void *ctx, const char *ref, const struct mv_migrate_req *r
 	r = vm ? need_live(vm, err) : -ENOENT;
 	if (r == 0 && req->local && handover_vm(m, vm, bin, out) < 0)
 		r = mv_err(err, -EIO, "%s", out->message);
+	/* The stream reads the memfds: fused pages go back into them first. */
+	if (r == 0 && !req->local)
+		r = fusion_vm_unfuse(m, vm, err);
 	if (r == 0 && !req->local)
 		r = migration_start(m, vm, req, err);
 	if (r == 0)
@@ -460,6 +467,15 @@ static int upgrade(void *ctx, const char *bin, struct mv_handover_result **out, 
 	return 0;
 }
 
+static int fusion_get(void *ctx, struct mv_fusion_info *out, struct mv_error **err)
+{
+	struct vmmgr *m = ctx;
+	pthread_mutex_lock(&m->lock);
+	int r = fusion_info(m, out);
+	pthread_mutex_unlock(&m->lock);
+	return r;
+}
+
 static int metrics(void *ctx, char **text, struct mv_error **err)
 {
 	*text = metrics_render(ctx);
@@ -469,7 +485,7 @@ static int metrics(void *ctx, char **text, struct mv_error **err)
 const struct mv_api_backend vmmgr_backend = {
 	.vm_create = vm_create, .vm_list = vm_list, .vm_get = vm_get, .vm_action = vm_action,
 	.vm_verify = vm_verify, .vm_delete = vm_delete, .host_get = host_get, .metrics = metrics,
-	.vm_migrate = vm_migrate, .upgrade = upgrade,
+	.vm_migrate = vm_migrate, .upgrade = upgrade, .fusion_get = fusion_get,
 };
 
 /* Re-adopts a VM whose VMM kept running while the daemon was down: reconnect,
@@ -497,6 +513,11 @@ static void adopt(struct vmmgr *m, struct dvm *vm)
 								   .fd = reply.fds[i]};
 		r = mv_mem_layout_validate(&vm->mem, true, &err);
 	}
+	/* A restarted daemon has a new, empty fusion pool: the VMM copies pages
+	 * it fused from the old one back (an older VMM knows no fusion: fine). */
+	if (r == 0 && vm->info.fusion &&
+	    vmm_call(vm, MV_CTL_UNFUSE, NULL, 0, NULL, 0, &reply, 60000, NULL) < 0)
+		mv_log(MV_LOG_WARN, "vm %s: could not copy fused pages back", vm->info.name);
 	if (r < 0) {
 		mv_log(MV_LOG_WARN, "vm %s (%s): cannot re-adopt: %s", vm->info.name, vm->info.id,
 		       mv_error_msg(err, r));

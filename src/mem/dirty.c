@@ -142,3 +142,10 @@ const uint64_t *mv_dirty_bitmap(const struct mv_dirty_log *log, unsigned region,
 		*npages = log->npages[region];
 	return log->bitmap[region];
 }
+
+int mv_dirty_rearm_range(struct mv_dirty_log *log, void *addr, uint64_t len)
+{
+	if (!log || log->ops->backend != MV_DIRTY_UFFD_WP)
+		return 0;
+	return mv_dirty_uffd_rearm(log, addr, len);
+}

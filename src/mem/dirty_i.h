@@ -53,6 +53,8 @@ struct mv_dirty_log {
 extern const struct mv_dirty_ops mv_dirty_uffd_ops;
 extern const struct mv_dirty_ops mv_dirty_softdirty_ops;
 extern const struct mv_dirty_ops mv_dirty_hash_ops;
+/* dirty_uffd.c: mv_dirty_rearm_range() for the uffd-wp backend. */
+int mv_dirty_uffd_rearm(struct mv_dirty_log *log, void *addr, uint64_t len);
 
 static inline uint64_t mv_bitmap_words(uint64_t npages)
 {

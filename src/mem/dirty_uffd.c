@@ -64,9 +64,14 @@ static int uffd_scan(int pagemap_fd, uint8_t *base, uint64_t len, struct page_re
 		     uint64_t vec_len, uint64_t *bm)
 {
 	uint64_t start = (uintptr_t)base, end = start + len;
+	/* No PM_SCAN_CHECK_WPASYNC: a fused page is a read-only mapping of the
+	 * fusion pool that cannot be registered (its fd is read-only), and a
+	 * copy-on-write remaps a page before re-registering it; the scan skips
+	 * such VMAs, which cannot have been written through. Arming checked
+	 * every region's registration at start. */
 	struct pm_scan_arg a = {
 		.size = sizeof(a),
-		.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+		.flags = PM_SCAN_WP_MATCHING,
 		.start = start,
 		.end = end,
 		.vec = (uintptr_t)vec,
@@ -191,6 +196,11 @@ static int uffd_sync(struct mv_dirty_log *log, struct mv_error **err)
 			return mv_err(err, ret, "PAGEMAP_SCAN of region %u: %s", i, strerror(-ret));
 	}
 	return 0;
+}
+
+int mv_dirty_uffd_rearm(struct mv_dirty_log *log, void *addr, uint64_t len)
+{
+	return uffd_arm(log->uffd.uffd, addr, len);
 }
 
 const struct mv_dirty_ops mv_dirty_uffd_ops = {

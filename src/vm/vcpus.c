@@ -193,9 +193,14 @@ int mv_vcpus_start(struct mv_guest_mem *m, const struct mv_exec_backend *be,
 	pthread_cond_init(&v->parked_cv, &ca);
 	pthread_condattr_destroy(&ca);
 
-	/* vCPU threads take no signals: the program's main loop handles them. */
+	/* vCPU threads take no asynchronous signals: the program's main loop
+	 * handles them. Synchronous faults stay unblocked: a blocked SIGSEGV kills
+	 * the process outright, and the VMM's copy-on-write of fused pages (and
+	 * ASan's reports) need their handlers to run on the faulting vCPU. */
 	sigset_t all, old;
 	sigfillset(&all);
+	sigdelset(&all, SIGSEGV);
+	sigdelset(&all, SIGBUS);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	uint32_t i;
 	int r = 0;

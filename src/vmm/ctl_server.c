@@ -31,7 +31,8 @@ static void reply(int c, const struct mv_ctl_msg *req, int status, const void *p
 static bool needs_vcpus(uint16_t type)
 {
 	return type == MV_CTL_PAUSE || type == MV_CTL_RESUME || type == MV_CTL_VERIFY ||
-	       type == MV_CTL_SAVE_STATE || type == MV_CTL_STOP || type == MV_CTL_MIGRATE_OUT;
+	       type == MV_CTL_SAVE_STATE || type == MV_CTL_STOP || type == MV_CTL_MIGRATE_OUT ||
+	       type == MV_CTL_FUSE;
 }
 
 /* Handles one request; returns 1 when the VMM must exit. */
@@ -81,6 +82,23 @@ static int handle(struct vmm *v, int c, struct mv_ctl_msg *req)
 		mv_error_free(err);
 		mv_ctl_msg_close_fds(req);    /* the mapping holds its own dups */
 		reply(c, req, r, NULL, 0, NULL, 0);
+		return 0;
+	}
+	case MV_CTL_FUSE: {
+		static struct mv_ctl_fuse f;          /* 8 KiB each: off the stack */
+		static struct mv_ctl_fuse_reply out;
+		memcpy(&f, req->payload, sizeof(f));
+		r = vmm_fusion_fuse(v, &f, req->nfds ? req->fds[0] : -1, &out, &err);
+		if (r < 0 && r != -EAGAIN)
+			mv_log(MV_LOG_WARN, "fuse refused: %s", mv_error_msg(err, r));
+		mv_error_free(err);
+		reply(c, req, r, &out, sizeof(out), NULL, 0);
+		return 0;
+	}
+	case MV_CTL_UNFUSE: {
+		struct mv_ctl_unfuse out;
+		r = vmm_fusion_unfuse_all(v, &out);
+		reply(c, req, r, &out, sizeof(out), NULL, 0);
 		return 0;
 	}
 	case MV_CTL_MIGRATE_CANCEL:

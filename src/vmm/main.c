@@ -88,6 +88,9 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (exit_path)
 		become_monitored(exit_path);
+	/* After the sanitizers' own handlers, which the fusion handler chains to. */
+	if (vmm_fusion_install() < 0)
+		mv_log(MV_LOG_WARN, "no SIGSEGV handler: page fusion unavailable");
 	struct vmm v = {.ctl_path = ctl, .state = MV_VMM_WAITING};
 	snprintf(v.id, sizeof(v.id), "%s", id);
 	pthread_mutex_init(&v.lock, NULL);
@@ -97,6 +100,7 @@ int main(int argc, char **argv)
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&v.sampler_cv, &ca);
+	pthread_cond_init(&v.sync_done, NULL);
 	pthread_condattr_destroy(&ca);
 	int rc = vmm_serve(&v);
 	vmm_teardown(&v);

@@ -59,10 +59,11 @@ int vmm_migrate_out(struct vmm *v, const struct mv_ctl_migrate_opts *o, int sock
 	if (vmm_migrate_busy(v) || v->mig_result == 1)
 		return mv_err(err, -EBUSY, "a migration is already under way or done");
 	vmm_migrate_join(v);
-	/* Taking the lock waits out a sampler that is arming or syncing the log. */
-	pthread_mutex_lock(&v->lock);
-	v->migrating = true;
-	pthread_mutex_unlock(&v->lock);
+	/* The stream reads the memfds (holes skipped): fused pages must be in them. */
+	struct mv_ctl_unfuse u;
+	if (vmm_fusion_unfuse_all(v, &u) < 0)
+		return mv_err(err, -EIO, "cannot copy fused pages back before migrating");
+	vmm_dirty_claim(v);
 	v->mig_opts = (struct mv_migrate_opts){
 		.features = o->features, .downtime_ms = o->downtime_ms, .max_passes = o->max_passes,
 		.postcopy_after = o->postcopy_after, .zstd_level = o->zstd_level,

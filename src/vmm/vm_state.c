@@ -10,18 +10,24 @@
 
 #define SAMPLE_NS 1000000000ULL
 
-/* Arms the dirty log off the SETUP path: arming write-protects every mapped
- * page (~100 ms for 4 GiB), which must not count as hand-over downtime. */
+/* Arms and syncs the dirty log without holding v->lock: arming write-protects
+ * every mapped page (~100 ms for 4 GiB) and a sync takes milliseconds, and
+ * neither may delay SETUP or a hand-over's health check (STATUS) - that
+ * would be downtime growing with guest size. */
 static void *sampler_main(void *arg)
 {
 	struct vmm *v = arg;
-	pthread_mutex_lock(&v->lock);
+	struct mv_dirty_log *log = NULL;
 	struct mv_error *err = NULL;
-	int r = mv_dirty_start(v->mem, MV_DIRTY_AUTO, &v->dirty, &err);
+	int r = mv_dirty_start(v->mem, MV_DIRTY_AUTO, &log, &err);
+	pthread_mutex_lock(&v->lock);
+	v->dirty = r == 0 ? log : NULL;
+	v->sampler_armed = true;
+	pthread_cond_broadcast(&v->sync_done);
+	vmm_fusion_set_log(v, v->dirty);
 	if (r < 0) {
 		mv_log(MV_LOG_WARN, "vm %s: no dirty log: %s", v->id, mv_error_msg(err, r));
 		mv_error_free(err);
-		v->dirty = NULL;
 		pthread_mutex_unlock(&v->lock);
 		return NULL;
 	}
@@ -39,8 +45,14 @@ static void *sampler_main(void *arg)
 			continue;   /* the migration owns the dirty log now */
 		uint64_t n = 0, now = mv_now_ns();
 		err = NULL;
-		if (mv_dirty_sync(v->dirty, &n, &err) < 0) {
-			mv_log(MV_LOG_WARN, "dirty sync: %s", mv_error_msg(err, -EIO));
+		v->syncing = true;
+		pthread_mutex_unlock(&v->lock);
+		r = mv_dirty_sync(v->dirty, &n, &err);
+		pthread_mutex_lock(&v->lock);
+		v->syncing = false;
+		pthread_cond_broadcast(&v->sync_done);
+		if (r < 0) {
+			mv_log(MV_LOG_WARN, "dirty sync: %s", mv_error_msg(err, r));
 			mv_error_free(err);
 			continue;
 		}
@@ -51,6 +63,15 @@ static void *sampler_main(void *arg)
 	}
 	pthread_mutex_unlock(&v->lock);
 	return NULL;
+}
+
+void vmm_dirty_claim(struct vmm *v)
+{
+	pthread_mutex_lock(&v->lock);
+	v->migrating = true;
+	while (v->syncing || (v->sampler_running && !v->sampler_armed))
+		pthread_cond_wait(&v->sync_done, &v->lock);
+	pthread_mutex_unlock(&v->lock);
 }
 
 void vmm_start_sampler(struct vmm *v)
@@ -132,8 +153,18 @@ int vmm_save_state(struct vmm *v, struct mv_ctl_states *out)
 	memset(out, 0, sizeof(*out));
 	if (!v->ready)
 		return -ENODEV;
+	enum mv_vmm_state before = v->state;
 	mv_vcpus_pause(v->vcpus);
 	v->state = MV_VMM_PAUSED;
+	/* The next VMM maps only the memfds: fused pages must be in them. */
+	struct mv_ctl_unfuse u;
+	if (vmm_fusion_unfuse_all(v, &u) < 0) {
+		if (before == MV_VMM_RUNNING) {
+			mv_vcpus_resume(v->vcpus);
+			v->state = MV_VMM_RUNNING;
+		}
+		return -EIO;
+	}
 	mv_vcpus_get_states(v->vcpus, out->states);
 	out->nvcpus = v->nvcpus;
 	return 0;
@@ -230,9 +261,11 @@ void vmm_teardown(struct vmm *v)
 	if (v->vcpus)
 		mv_vcpus_stop(v->vcpus);
 	v->vcpus = NULL;
+	vmm_fusion_set_log(v, NULL);
 	if (v->dirty)
 		mv_dirty_stop(v->dirty);
 	v->dirty = NULL;
+	vmm_fusion_teardown(v);
 	if (v->mem)
 		mv_guest_mem_unmap(v->mem);
 	v->mem = NULL;

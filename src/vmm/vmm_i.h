@@ -24,10 +24,14 @@ struct vmm {
 	pthread_t sampler;
 	bool sampler_running;
 	bool sampler_quit;
+	bool sampler_armed;              /* the sampler tried to arm the dirty log */
+	struct vmm_fusion *fusion;       /* fusion.c; NULL until the first FUSE */
 	pthread_cond_t sampler_cv;
 	uint64_t dirty_total;
 	uint64_t dirty_rate_milli;
 	bool migrating;                  /* an outgoing migration owns vCPUs and dirty log */
+	bool syncing;                    /* the sampler is in a dirty sync (outside lock) */
+	pthread_cond_t sync_done;
 	/* Outgoing migration (migration.c); mig_lock guards the progress fields. */
 	pthread_mutex_t mig_lock;
 	pthread_t mig_thread;
@@ -55,6 +59,8 @@ void vmm_teardown(struct vmm *v);
 
 /* vm_state.c: starts the dirty-log sampler (which arms the log first). */
 void vmm_start_sampler(struct vmm *v);
+/* Takes the dirty log from the sampler for a migration (waits out a sync). */
+void vmm_dirty_claim(struct vmm *v);
 
 /* migration.c */
 int vmm_migrate_out(struct vmm *v, const struct mv_ctl_migrate_opts *o, int sock,
@@ -67,6 +73,19 @@ void vmm_migrate_status(struct vmm *v, struct mv_ctl_status *out);
 /* True while an outgoing migration runs: other requests must wait. */
 bool vmm_migrate_busy(struct vmm *v);
 void vmm_migrate_join(struct vmm *v);
+
+/* fusion.c: page fusion's merges and copy-on-write (see there). */
+struct vmm_fusion;
+/* Installs the SIGSEGV handler (chaining to the one before it): once, early. */
+int vmm_fusion_install(void);
+/* pool_fd: -1 or a read-only pool descriptor, consumed either way. */
+int vmm_fusion_fuse(struct vmm *v, const struct mv_ctl_fuse *req, int pool_fd,
+		    struct mv_ctl_fuse_reply *out, struct mv_error **err);
+/* Copies every fused page back into guest RAM; 0 when none is left. */
+int vmm_fusion_unfuse_all(struct vmm *v, struct mv_ctl_unfuse *out);
+void vmm_fusion_set_log(struct vmm *v, struct mv_dirty_log *log);
+/* With the vCPUs stopped: frees the fusion state. */
+void vmm_fusion_teardown(struct vmm *v);
 
 /* ctl_server.c: serves daemon connections until STOP; returns the exit code. */
 int vmm_serve(struct vmm *v);

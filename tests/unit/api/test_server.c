@@ -173,10 +173,18 @@ static int f_upgrade(void *ctx, const char *vmm, struct mv_handover_result **out
 	return 0;
 }
 
+static int f_fusion(void *ctx, struct mv_fusion_info *out, struct mv_error **err)
+{
+	struct fake *f = ctx;
+	f->calls++;
+	*out = (struct mv_fusion_info){.enabled = true, .rate = 100, .shared = 1, .sharing = 2};
+	return 0;
+}
+
 static const struct mv_api_backend fake_backend = {
 	.vm_create = f_create, .vm_list = f_list, .vm_get = f_get, .vm_action = f_action,
 	.vm_verify = f_verify, .vm_delete = f_delete, .host_get = f_host, .metrics = f_metrics,
-	.vm_migrate = f_migrate, .upgrade = f_upgrade,
+	.vm_migrate = f_migrate, .upgrade = f_upgrade, .fusion_get = f_fusion,
 };
 
 /* ---- HTTP client ---- */

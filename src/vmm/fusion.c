@@ -1,0 +1,339 @@
+/* memvisor-vmm's half of page fusion: it alone can swap a guest page for a
+ * pool page atomically against its own vCPUs. FUSE: write-protect the guest
+ * page, compare it with the pool page, map the pool page read-only there
+ * (MAP_FIXED) and punch the guest memfd page so the memory is really freed;
+ * a changed page is restored and reported as a miss. Copy-on-write: a
+ * guest's first write to a fused page faults (SIGSEGV, SEGV_ACCERR); the
+ * handler copies the pool page back into the guest memfd, maps the memfd
+ * page read-write again, re-arms the dirty log there and returns, so the
+ * write retries. Per-page state bytes (NONE/FUSED/BUSY, atomics) make two
+ * vCPUs faulting on one page copy once, and keep a merge and a fault apart.
+ * Faults that are not on a fused page go to the previous handler (ASan's, or
+ * the default), so real crashes still crash. UNFUSE copies every fused page
+ * back (before a hand-over or an outgoing migration, whose readers see only
+ * the memfds). */
+#include <errno.h>
+#include <signal.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include "memvisor/util.h"
+#include "vmm_i.h"
+
+#define PS MV_PAGE_SIZE
+
+enum { ST_NONE = 0, ST_FUSED, ST_BUSY };
+
+struct fregion {
+	uint8_t *hva;
+	uint64_t gpa, size;
+	int fd;                      /* the mapping's memfd (owned by the guest memory) */
+	_Atomic uint8_t *state;      /* per page; NULL for hugetlb regions */
+	_Atomic uint64_t *broken;    /* per page: COW-broken since the last FUSE reply */
+};
+
+struct vmm_fusion {
+	int pool_fd;
+	uint64_t pool_size;
+	unsigned n;
+	struct fregion r[MV_MEM_MAX_REGIONS];
+	_Atomic(struct mv_dirty_log *) log;
+	atomic_uint_fast64_t fused, cow_breaks, pending_broken;
+	uint8_t cmp[PS];
+};
+
+/* The signal handler's only way to its context: the mutable globals a
+ * SIGSEGV handler unavoidably needs. g_fusion is published (release) once its
+ * arrays exist and cleared before they are freed, with the vCPUs stopped;
+ * g_prev is written once, before any fusion, by vmm_fusion_install(). */
+static _Atomic(struct vmm_fusion *) g_fusion;
+static struct sigaction g_prev;
+
+static void chain(int sig, siginfo_t *si, void *uc)
+{
+	if (g_prev.sa_flags & SA_SIGINFO) {
+		if (g_prev.sa_sigaction) {
+			g_prev.sa_sigaction(sig, si, uc);
+			return;
+		}
+	} else if (g_prev.sa_handler != SIG_DFL && g_prev.sa_handler != SIG_IGN) {
+		g_prev.sa_handler(sig);
+		return;
+	}
+	/* Default action: reset it and let the access fault again. */
+	struct sigaction dfl = {.sa_handler = SIG_DFL};
+	sigemptyset(&dfl.sa_mask);
+	sigaction(sig, &dfl, NULL);
+}
+
+/* Copies fused page p of r back into the guest memfd and maps it read-write.
+ * The caller holds the page's BUSY state; async-signal-safe. */
+static bool cow(struct vmm_fusion *f, struct fregion *r, uint64_t p, bool guest)
+{
+	uint8_t *hva = r->hva + p * PS;
+	if (pwrite(r->fd, hva, PS, (off_t)(p * PS)) != (ssize_t)PS)
+		return false;
+	if (mmap(hva, PS, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, r->fd,
+		 (off_t)(p * PS)) == MAP_FAILED)
+		return false;
+	(void)mv_dirty_rearm_range(atomic_load_explicit(&f->log, memory_order_acquire), hva, PS);
+	atomic_fetch_or(&r->broken[p / 64], 1ULL << (p % 64));
+	atomic_fetch_add(&f->pending_broken, 1);
+	atomic_fetch_sub(&f->fused, 1);
+	if (guest)
+		atomic_fetch_add(&f->cow_breaks, 1);
+	atomic_store_explicit(&r->state[p], ST_NONE, memory_order_release);
+	return true;
+}
+
+static struct fregion *region_of(struct vmm_fusion *f, const uint8_t *a, uint64_t *page)
+{
+	for (unsigned i = 0; i < f->n; i++) {
+		struct fregion *r = &f->r[i];
+		if (r->state && a >= r->hva && (uint64_t)(a - r->hva) < r->size) {
+			*page = (uint64_t)(a - r->hva) / PS;
+			return r;
+		}
+	}
+	return NULL;
+}
+
+/* True when the fault was ours and the access may retry. */
+static bool fault(struct vmm_fusion *f, const void *addr)
+{
+	uint64_t p;
+	struct fregion *r = region_of(f, addr, &p);
+	if (!r)
+		return false;
+	for (;;) {
+		uint8_t s = atomic_load_explicit(&r->state[p], memory_order_acquire);
+		if (s == ST_NONE)
+			return true;   /* another vCPU broke it, or a merge backed out: retry */
+		if (s == ST_BUSY) {
+			sched_yield();
+			continue;
+		}
+		uint8_t want = ST_FUSED;
+		if (atomic_compare_exchange_strong(&r->state[p], &want, ST_BUSY)) {
+			if (cow(f, r, p, true))
+				return true;
+			atomic_store(&r->state[p], ST_FUSED);
+			return false;  /* out of memory: let the fault kill us loudly */
+		}
+	}
+}
+
+static void on_segv(int sig, siginfo_t *si, void *uc)
+{
+	int saved = errno;
+	struct vmm_fusion *f = atomic_load_explicit(&g_fusion, memory_order_acquire);
+	bool ours = f && si->si_code == SEGV_ACCERR && fault(f, si->si_addr);
+	errno = saved;
+	if (!ours)
+		chain(sig, si, uc);
+}
+
+int vmm_fusion_install(void)
+{
+	struct sigaction sa = {.sa_sigaction = on_segv, .sa_flags = SA_SIGINFO | SA_ONSTACK};
+	sigemptyset(&sa.sa_mask);
+	return sigaction(SIGSEGV, &sa, &g_prev) < 0 ? -errno : 0;
+}
+
+static struct vmm_fusion *fusion_new(struct vmm *v)
+{
+	struct vmm_fusion *f = calloc(1, sizeof(*f));
+	if (!f)
+		abort();
+	f->pool_fd = -1;
+	f->n = mv_guest_mem_nregions(v->mem);
+	for (unsigned i = 0; i < f->n; i++) {
+		const struct mv_mem_region *mr = mv_guest_mem_region(v->mem, i);
+		struct fregion *r = &f->r[i];
+		*r = (struct fregion){.hva = mr->hva, .gpa = mr->gpa, .size = mr->size, .fd = mr->fd};
+		if (mr->flags & MV_MEM_HUGETLB)
+			continue;
+		uint64_t np = mr->size / PS;
+		r->state = calloc(np, 1);
+		r->broken = calloc((np + 63) / 64, sizeof(uint64_t));
+		if (!r->state || !r->broken)
+			abort();
+	}
+	atomic_store_explicit(&f->log, v->dirty, memory_order_release);
+	return f;
+}
+
+static uint8_t fuse_one(struct vmm_fusion *f, uint64_t gpa, uint64_t pool_off)
+{
+	uint64_t p = 0;
+	struct fregion *r = NULL;
+	for (unsigned i = 0; i < f->n && !r; i++)
+		if (f->r[i].state && gpa >= f->r[i].gpa && gpa - f->r[i].gpa < f->r[i].size)
+			r = &f->r[i];
+	if (!r || pool_off + PS > f->pool_size)
+		return MV_FUSE_SKIP;
+	p = (gpa - r->gpa) / PS;
+	uint8_t want = ST_NONE;
+	if (!atomic_compare_exchange_strong(&r->state[p], &want, ST_BUSY))
+		return MV_FUSE_SKIP;
+	uint8_t *hva = r->hva + p * PS;
+	/* From here a vCPU's write faults and waits for the outcome. */
+	if (mprotect(hva, PS, PROT_READ) < 0)
+		goto miss_rw;
+	if (pread(f->pool_fd, f->cmp, PS, (off_t)pool_off) != (ssize_t)PS ||
+	    memcmp(hva, f->cmp, PS) != 0)
+		goto miss;
+	if (mmap(hva, PS, PROT_READ, MAP_SHARED | MAP_FIXED, f->pool_fd, (off_t)pool_off) == MAP_FAILED)
+		goto miss;
+	/* The guest reads the pool page now: free the private copy. */
+	(void)fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(p * PS), PS);
+	atomic_fetch_add(&f->fused, 1);
+	atomic_store_explicit(&r->state[p], ST_FUSED, memory_order_release);
+	return MV_FUSE_DONE;
+miss:
+	(void)mprotect(hva, PS, PROT_READ | PROT_WRITE);
+miss_rw:
+	atomic_store_explicit(&r->state[p], ST_NONE, memory_order_release);
+	return MV_FUSE_MISS;
+}
+
+static void collect_broken(struct vmm_fusion *f, struct mv_ctl_fuse_reply *out)
+{
+	if (!atomic_load(&f->pending_broken))
+		return;
+	for (unsigned i = 0; i < f->n; i++) {
+		struct fregion *r = &f->r[i];
+		uint64_t words = r->broken ? (r->size / PS + 63) / 64 : 0;
+		for (uint64_t w = 0; w < words; w++) {
+			if (!atomic_load_explicit(&r->broken[w], memory_order_relaxed))
+				continue;
+			uint64_t bits = atomic_exchange(&r->broken[w], 0);
+			while (bits) {
+				if (out->nbroken == MV_CTL_BROKEN_MAX) {
+					atomic_fetch_or(&r->broken[w], bits);   /* next reply */
+					out->more = 1;
+					return;
+				}
+				unsigned b = (unsigned)__builtin_ctzll(bits);
+				bits &= bits - 1;
+				out->broken[out->nbroken++] = r->gpa + (w * 64 + b) * PS;
+				atomic_fetch_sub(&f->pending_broken, 1);
+			}
+		}
+	}
+}
+
+int vmm_fusion_fuse(struct vmm *v, const struct mv_ctl_fuse *req, int pool_fd,
+		    struct mv_ctl_fuse_reply *out, struct mv_error **err)
+{
+	memset(out, 0, sizeof(*out));
+	int r = 0;
+	if (!v->ready) {
+		r = mv_err(err, -ENODEV, "VM not set up");
+		goto fail;
+	}
+	pthread_mutex_lock(&v->lock);
+	bool arming = v->sampler_running && !v->sampler_armed;
+	pthread_mutex_unlock(&v->lock);
+	if (arming) {
+		/* Arming registers whole regions, which a pool mapping would refuse. */
+		r = mv_err(err, -EAGAIN, "dirty log is being armed");
+		goto fail;
+	}
+	if (!v->fusion) {
+		v->fusion = fusion_new(v);
+		atomic_store_explicit(&g_fusion, v->fusion, memory_order_release);
+	}
+	struct vmm_fusion *f = v->fusion;
+	if (pool_fd >= 0) {
+		struct stat st;
+		if (fstat(pool_fd, &st) < 0 || (uint64_t)st.st_size < req->pool_size) {
+			r = mv_err(err, -EINVAL, "fusion pool fd is smaller than %llu bytes",
+				   (unsigned long long)req->pool_size);
+			goto fail;
+		}
+		if (f->pool_fd < 0 || atomic_load(&f->fused) == 0) {
+			if (f->pool_fd >= 0)
+				close(f->pool_fd);
+			f->pool_fd = pool_fd;
+			f->pool_size = req->pool_size;
+		} else {
+			close(pool_fd);   /* pages still map the old pool */
+		}
+		pool_fd = -1;
+	}
+	for (uint32_t i = 0; i < req->n; i++)
+		out->result[i] = f->pool_fd < 0 ? MV_FUSE_SKIP
+						: fuse_one(f, req->e[i].gpa, req->e[i].pool_off);
+	out->n = req->n;
+	collect_broken(f, out);
+	out->fused = atomic_load(&f->fused);
+	out->cow_breaks = atomic_load(&f->cow_breaks);
+	return 0;
+fail:
+	if (pool_fd >= 0)
+		close(pool_fd);
+	return r;
+}
+
+int vmm_fusion_unfuse_all(struct vmm *v, struct mv_ctl_unfuse *out)
+{
+	memset(out, 0, sizeof(*out));
+	struct vmm_fusion *f = v->fusion;
+	if (!f)
+		return 0;
+	int r = 0;
+	for (unsigned i = 0; i < f->n; i++) {
+		struct fregion *rg = &f->r[i];
+		uint64_t np = rg->state ? rg->size / PS : 0;
+		for (uint64_t p = 0; p < np && atomic_load(&f->fused); p++) {
+			uint8_t want = ST_FUSED;
+			if (!atomic_compare_exchange_strong(&rg->state[p], &want, ST_BUSY))
+				continue;   /* a vCPU breaking it now finishes the copy itself */
+			if (cow(f, rg, p, false)) {
+				out->unfused++;
+			} else {
+				atomic_store(&rg->state[p], ST_FUSED);
+				r = errno ? -errno : -EIO;
+			}
+		}
+		/* The daemon drops every reference of this VM: nothing to report. */
+		if (rg->broken)
+			memset((void *)rg->broken, 0, (np + 63) / 64 * sizeof(uint64_t));
+	}
+	/* A vCPU mid-copy holds BUSY; wait it out so no pool page stays mapped. */
+	for (unsigned i = 0; i < f->n; i++)
+		for (uint64_t p = 0; f->r[i].state && p < f->r[i].size / PS; p++)
+			while (atomic_load(&f->r[i].state[p]) == ST_BUSY)
+				sched_yield();
+	atomic_store(&f->pending_broken, 0);
+	out->cow_breaks = atomic_load(&f->cow_breaks);
+	return atomic_load(&f->fused) ? (r ? r : -EIO) : 0;
+}
+
+void vmm_fusion_set_log(struct vmm *v, struct mv_dirty_log *log)
+{
+	if (v->fusion)
+		atomic_store_explicit(&v->fusion->log, log, memory_order_release);
+}
+
+void vmm_fusion_teardown(struct vmm *v)
+{
+	struct vmm_fusion *f = v->fusion;
+	if (!f)
+		return;
+	atomic_store_explicit(&g_fusion, NULL, memory_order_release);
+	for (unsigned i = 0; i < f->n; i++) {
+		free((void *)f->r[i].state);
+		free((void *)f->r[i].broken);
+	}
+	if (f->pool_fd >= 0)
+		close(f->pool_fd);
+	free(f);
+	v->fusion = NULL;
+}
