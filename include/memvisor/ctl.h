@@ -35,6 +35,7 @@ enum mv_ctl_type {
 	MV_CTL_MIGRATE_CANCEL,
 	MV_CTL_FUSE,          /* map pool pages over guest pages; reply: results, broken pages */
 	MV_CTL_UNFUSE,        /* copy every fused page back into guest RAM */
+	MV_CTL_GUARD,         /* mlock/munlock a sensitive guest range; reply: region HVAs */
 	MV_CTL__COUNT
 };
 
@@ -167,6 +168,27 @@ struct mv_ctl_unfuse {
 	uint64_t cow_breaks;
 };
 
+/* GUARD request: op 1 mlocks guest range [gpa, gpa+len) in the VMM (which
+ * populates it: every page gets a frame that stays resident), op 2 munlocks
+ * it, op 0 does neither. The range lies in one region, page aligned. The reply
+ * says where each RAM region is mapped, so the daemon can read the frames
+ * from /proc/PID/pagemap. */
+enum mv_ctl_guard_op { MV_GUARD_OP_QUERY = 0, MV_GUARD_OP_LOCK, MV_GUARD_OP_UNLOCK };
+struct mv_ctl_guard {
+	uint32_t op;
+	uint32_t pad;
+	uint64_t gpa;
+	uint64_t len;
+};
+
+struct mv_ctl_guard_reply {
+	uint32_t nregions;
+	uint32_t pad;
+	uint64_t gpa[MV_MEM_MAX_REGIONS];
+	uint64_t size[MV_MEM_MAX_REGIONS];
+	uint64_t hva[MV_MEM_MAX_REGIONS];
+};
+
 struct mv_ctl_mem {
 	uint32_t nregions;
 	uint32_t pad;
@@ -186,6 +208,8 @@ struct mv_ctl_msg {
 };
 
 uint32_t mv_crc32c(uint32_t crc, const void *buf, size_t len);
+/* The same CRC, bit by bit: the reference the fast path is tested against. */
+uint32_t mv_crc32c_portable(uint32_t crc, const void *buf, size_t len);
 
 /* Encodes header+payload+trailer into buf (cap bytes); returns the length or -errno. */
 int mv_ctl_encode(const struct mv_ctl_msg *m, uint8_t *buf, size_t cap);
