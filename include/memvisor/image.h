@@ -252,4 +252,120 @@ typedef int (*mv_blob_fetch)(void *ctx, uint64_t off, void *buf, size_t len, siz
 int mv_layer_index_read(const struct mv_layer_index *idx, mv_blob_fetch fetch, void *ctx,
 			uint64_t off, void *buf, size_t len, struct mv_error **err) MV_MUST_CHECK;
 
+/* ---- per-container mapping tables (src/image/mapping.c) ---- */
+
+/* One SQLite database holds every image's mapping rows (path tree with
+ * attributes and where each file's bytes are) and each container's own rows
+ * (copy-ups, new files, deletions) layered over its image's rows, which every
+ * container of that image shares. Handles are not thread-safe: one per
+ * thread (several handles, processes included, may share a database). */
+struct mv_mapping;
+
+#define MV_MAPPING_CHUNK (1u << 20)   /* files are stored as chunks of this size */
+#define MV_MAPPING_ROOT 1u            /* inode number of "/" */
+#define MV_MAPPING_NAME_MAX 255
+
+struct mv_map_node {
+	uint64_t ino, parent;
+	char name[MV_MAPPING_NAME_MAX + 1];   /* "" for the root */
+	enum mv_file_type type;      /* never MV_FT_HARDLINK: links share ino */
+	uint32_t mode, uid, gid, nlink, devmajor, devminor;
+	uint64_t size;
+	int64_t mtime;
+	char link[MV_TAR_MAX_PATH];       /* symlink target */
+	char hardlink[MV_TAR_MAX_PATH];   /* path the layer linked to, "" if none */
+	/* Where the bytes are: `upper` (the container's writable dir, file named
+	 * by ino), else chunks (mv_mapping_chunks) once fetched, else bytes
+	 * [data_off, +size) of layer `layer`'s uncompressed tar (-1: none). */
+	int layer;
+	uint64_t data_off;
+	int has_chunks, upper;
+	int64_t owner;   /* 0: an image row; else the container's own row */
+};
+
+struct mv_map_dirent {
+	uint64_t ino;
+	enum mv_file_type type;
+	char name[MV_MAPPING_NAME_MAX + 1];
+};
+
+/* Opens (creating if needed) the database at path. */
+int mv_mapping_open(const char *path, struct mv_mapping **out, struct mv_error **err) MV_MUST_CHECK;
+void mv_mapping_close(struct mv_mapping *m);
+/* Builds image `name`'s rows from its layers (layers[0] at the bottom) with
+ * overlay semantics: `.wh.X` deletes X of lower layers, `.wh..wh..opq` hides
+ * a directory's lower children, a non-directory replaces a lower directory
+ * and its subtree and vice versa, hard links share their target's inode.
+ * An image already built is not rebuilt. *image_id gets its id. */
+int mv_mapping_add_image(struct mv_mapping *m, const char *name,
+			 struct mv_layer_index *const *layers, size_t n, int64_t *image_id,
+			 struct mv_error **err) MV_MUST_CHECK;
+int mv_mapping_find_image(struct mv_mapping *m, const char *name, int64_t *image_id) MV_MUST_CHECK;
+/* The image's layer blob digests, bottom first; *blobs is the caller's. */
+int mv_mapping_image_layers(struct mv_mapping *m, int64_t image_id, struct mv_digest **blobs,
+			    size_t *n, struct mv_error **err) MV_MUST_CHECK;
+/* Finds or creates container `name` of image_id (-EEXIST if it belongs to
+ * another image). Container id 0 is never used: it names the image's rows. */
+int mv_mapping_add_container(struct mv_mapping *m, int64_t image_id, const char *name,
+			     int64_t *ctr_id, struct mv_error **err) MV_MUST_CHECK;
+/* Deletes a container's rows and chunk list (not its chunks' reference set). */
+int mv_mapping_drop_container(struct mv_mapping *m, int64_t ctr_id,
+			      struct mv_error **err) MV_MUST_CHECK;
+
+/* The view of container ctr (a bare image is seen through a container with
+ * no rows of its own). -ENOENT when absent or
+ * deleted. Every field read back is validated (-EBADMSG otherwise). */
+int mv_mapping_lookup(struct mv_mapping *m, int64_t ctr, uint64_t parent, const char *name,
+		      struct mv_map_node *out) MV_MUST_CHECK;
+int mv_mapping_get(struct mv_mapping *m, int64_t ctr, uint64_t ino,
+		   struct mv_map_node *out) MV_MUST_CHECK;
+/* Children of parent sorted by name; *ents is the caller's (NULL if none). */
+int mv_mapping_readdir(struct mv_mapping *m, int64_t ctr, uint64_t parent,
+		       struct mv_map_dirent **ents, size_t *n) MV_MUST_CHECK;
+/* A file's chunk digests (*d the caller's), -ENOENT if not fetched yet. */
+int mv_mapping_chunks(struct mv_mapping *m, int64_t ctr, uint64_t ino, struct mv_digest **d,
+		      size_t *n) MV_MUST_CHECK;
+/* Records a fetched file's chunks on the rows ctr sees for ino (the image's
+ * rows too, so other containers find them) and in ctr's chunk list. */
+int mv_mapping_set_chunks(struct mv_mapping *m, int64_t ctr, uint64_t ino,
+			  const struct mv_digest *d, size_t n) MV_MUST_CHECK;
+/* Every chunk ctr recorded (for its chunk-store reference set). */
+int mv_mapping_ctr_chunks(struct mv_mapping *m, int64_t ctr, struct mv_digest **d,
+			  size_t *n) MV_MUST_CHECK;
+/* Writes container ctr's own row for (node->parent, node->name). */
+int mv_mapping_put(struct mv_mapping *m, int64_t ctr, const struct mv_map_node *node) MV_MUST_CHECK;
+/* Removes parent/name from ctr's view (a deletion row hides an image row). */
+int mv_mapping_remove(struct mv_mapping *m, int64_t ctr, uint64_t parent,
+		      const char *name) MV_MUST_CHECK;
+/* A fresh inode number for a file ctr creates. */
+int mv_mapping_new_ino(struct mv_mapping *m, int64_t ctr, uint64_t *ino) MV_MUST_CHECK;
+
+/* ---- FUSE root of a container (src/image/fusefs.c) ---- */
+
+struct mv_image_fs;   /* opaque: one mounted container root and its thread */
+
+struct mv_image_fs_config {
+	const char *mapping_db;     /* mv_mapping database holding the image */
+	const char *image;          /* image name in it */
+	const char *container;      /* container name (created when missing) */
+	const char *store_dir;      /* chunk store; layer indexes in indexes/<hex>.idx */
+	const char *upper_dir;      /* the container's writable directory */
+	const char *registry_url;   /* where the layer blobs are */
+	const char *repo;
+};
+
+struct mv_image_fs_stats {
+	uint64_t registry_bytes, registry_requests;   /* lazy layer reads */
+	uint64_t files_fetched, chunk_reads, copy_ups;
+};
+
+/* Mounts the container's root at dir (default_permissions, not allow_other)
+ * and serves it from a thread of its own until mv_image_fs_unmount. */
+int mv_image_fs_mount(const char *dir, const struct mv_image_fs_config *cfg,
+		      struct mv_image_fs **out, struct mv_error **err) MV_MUST_CHECK;
+/* Unmounts (if still mounted), stops the thread and frees fs. */
+void mv_image_fs_unmount(struct mv_image_fs *fs);
+/* Counters so far (safe from any thread). */
+void mv_image_fs_stats(struct mv_image_fs *fs, struct mv_image_fs_stats *out);
+
 #endif

@@ -4,8 +4,15 @@
  * Range requests, stores it as chunks and reads it again from the chunk
  * store, and finally prints every member of every layer with the SHA-256 of
  * its content (read lazily) for tests/integration/image_lazy.sh to compare.
- *   image_probe URL REPO TAG STORE FILE   (FILE: path in the first layer) */
+ * With two mount points it then builds the image's mapping table
+ * (STORE/map.db), mounts containers "a" and "b" of the image there over FUSE
+ * (writable dirs STORE/upper-a, -b), creates STORE/mounted, rewrites
+ * STORE/stats.json (each mount's fetch counters) every 20 ms, and unmounts
+ * and exits when its stdin closes.
+ *   image_probe URL REPO TAG STORE FILE [MNT_A MNT_B]   (FILE: in layer 0) */
 #include <errno.h>
+#include <poll.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,10 +59,73 @@ static void die(const char *what, int rc, struct mv_error *e)
 	exit(1);
 }
 
+static void write_stats(const char *store, struct mv_image_fs *const fs[2])
+{
+	char path[4096], buf[1024];
+	size_t len = 0;
+	for (int i = 0; i < 2; i++) {
+		struct mv_image_fs_stats st;
+		mv_image_fs_stats(fs[i], &st);
+		len += (size_t)snprintf(buf + len, sizeof(buf) - len,
+			"%s\"%c\": {\"registry_bytes\": %llu, \"registry_requests\": %llu, "
+			"\"files_fetched\": %llu, \"chunk_reads\": %llu, \"copy_ups\": %llu}",
+			i ? ", " : "{", 'a' + i, (unsigned long long)st.registry_bytes,
+			(unsigned long long)st.registry_requests, (unsigned long long)st.files_fetched,
+			(unsigned long long)st.chunk_reads, (unsigned long long)st.copy_ups);
+	}
+	len += (size_t)snprintf(buf + len, sizeof(buf) - len, "}\n");
+	snprintf(path, sizeof(path), "%s/stats.json", store);
+	if (mv_write_file_atomic(path, buf, len) < 0)
+		die("stats", -EIO, NULL);
+}
+
+/* Mapping table, two FUSE mounts, counters until stdin closes. */
+static void serve(char **argv, struct mv_layer_index **idx, unsigned n, const struct mv_digest *md)
+{
+	struct mv_error *e = NULL;
+	struct mv_mapping *map;
+	char db[4096], name[MV_DIGEST_STRLEN], upper[4096];
+	int64_t image;
+	int rc;
+	snprintf(db, sizeof(db), "%s/map.db", argv[4]);
+	mv_digest_format(md, name);
+	uint64_t t0 = mv_now_ns();
+	if ((rc = mv_mapping_open(db, &map, &e)) < 0 ||
+	    (rc = mv_mapping_add_image(map, name, idx, n, &image, &e)) < 0)
+		die("mapping table", rc, e);
+	fprintf(stderr, "{\"mapping_build_ms\": %.1f}\n", (mv_now_ns() - t0) / 1e6);
+	mv_mapping_close(map);
+	struct mv_image_fs *fs[2];
+	for (int i = 0; i < 2; i++) {
+		char ctr[2] = { (char)('a' + i), 0 };
+		snprintf(upper, sizeof(upper), "%s/upper-%s", argv[4], ctr);
+		struct mv_image_fs_config cfg = { .mapping_db = db, .image = name, .container = ctr,
+						  .store_dir = argv[4], .upper_dir = upper,
+						  .registry_url = argv[1], .repo = argv[2] };
+		if ((rc = mv_image_fs_mount(argv[6 + i], &cfg, &fs[i], &e)) < 0)
+			die("mount", rc, e);
+	}
+	write_stats(argv[4], fs);
+	fflush(stdout);
+	snprintf(upper, sizeof(upper), "%s/mounted", argv[4]);
+	if (mv_write_file_atomic(upper, "1\n", 2) < 0)
+		die("mounted", -EIO, NULL);
+	for (;;) {
+		struct pollfd p = { .fd = 0, .events = POLLIN };
+		int r = poll(&p, 1, 20);
+		char c[64];
+		if (r > 0 && read(0, c, sizeof(c)) <= 0)
+			break;
+		write_stats(argv[4], fs);
+	}
+	for (int i = 0; i < 2; i++)
+		mv_image_fs_unmount(fs[i]);
+}
+
 int main(int argc, char **argv)
 {
-	if (argc != 6) {
-		fprintf(stderr, "usage: image_probe URL REPO TAG STORE FILE\n");
+	if (argc != 6 && argc != 8) {
+		fprintf(stderr, "usage: image_probe URL REPO TAG STORE FILE [MNT_A MNT_B]\n");
 		return 2;
 	}
 	struct mv_error *e = NULL;
@@ -162,6 +232,8 @@ int main(int argc, char **argv)
 		(unsigned long long)fe.size, (unsigned long long)lazy_bytes,
 		(unsigned long long)lazy_reqs, (unsigned long long)second_bytes,
 		(unsigned long long)index_bytes, index_ns / 1e6);
+	if (argc == 8)
+		serve(argv, idx, m->n_items, &md);
 	for (unsigned i = 0; i < m->n_items; i++)
 		mv_layer_index_free(idx[i]);
 	free(idx);
