@@ -42,6 +42,10 @@ const char *mv_fmt_size(uint64_t bytes, char *buf, size_t len);
 
 /* Writes data to path atomically (tmp file, fsync, rename). */
 int mv_write_file_atomic(const char *path, const void *data, size_t len) MV_MUST_CHECK;
+/* Reads a whole regular file (no symlink) of at most max bytes into a
+ * malloc'ed, NUL-terminated buffer. -ENOENT, -EBADMSG (not a regular file),
+ * -EFBIG (over max), -EIO (changed while read), or -errno. */
+int mv_read_file(const char *path, size_t max, void **buf, size_t *len) MV_MUST_CHECK;
 /* mkdir -p with mode. */
 int mv_mkdir_p(const char *path, unsigned mode) MV_MUST_CHECK;
 

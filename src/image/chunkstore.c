@@ -137,51 +137,29 @@ int mv_chunkstore_get(struct mv_chunkstore *cs, const struct mv_digest *d, void 
 		      size_t *len, struct mv_error **err)
 {
 	char p[4096];
-	struct stat st;
 	struct mv_digest got;
-	int rc = 0;
-	uint8_t *buf = NULL;
+	void *buf;
+	size_t have;
 	*data = NULL;
 	*len = 0;
 	chunk_path(cs, d, p, sizeof(p), 0);
-	int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return errno == ENOENT ? -ENOENT : mv_err(err, -errno, "chunk store: opening %s", p);
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > MV_CHUNK_MAX_SIZE) {
-		rc = -EBADMSG;
-		goto bad;
+	int rc = mv_read_file(p, MV_CHUNK_MAX_SIZE, &buf, &have);
+	if (rc == -ENOENT)
+		return rc;
+	if (rc == -ENOMEM || (rc < 0 && rc != -EBADMSG && rc != -EFBIG && rc != -EIO))
+		return mv_err(err, rc, "chunk store: reading %s", p);
+	if (rc == 0) {
+		mv_digest_of(buf, have, &got);
+		if (mv_digest_equal(&got, d)) {
+			*data = buf;
+			*len = have;
+			return 0;
+		}
+		free(buf);
 	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	size_t have = 0;
-	while (have < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + have, (size_t)st.st_size - have);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		have += (size_t)n;
-	}
-	mv_digest_of(buf, have, &got);
-	if (have != (size_t)st.st_size || !mv_digest_equal(&got, d)) {
-		rc = -EBADMSG;
-		goto bad;
-	}
-	*data = buf;
-	*len = have;
-	buf = NULL;
-	goto out;
-bad:
 	/* A corrupt chunk is worse than a missing one: drop it so it is refetched. */
 	unlink(p);
-	rc = mv_err(err, rc, "chunk store: %s is corrupt (removed)", p);
-out:
-	free(buf);
-	close(fd);
-	return rc;
+	return mv_err(err, -EBADMSG, "chunk store: %s is corrupt (removed)", p);
 }
 
 static void put32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
@@ -278,38 +256,6 @@ static int cmp_digest(const void *a, const void *b)
 	return memcmp(a, b, MV_DIGEST_LEN);
 }
 
-static int read_all(const char *p, void **buf, size_t *len)
-{
-	int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return -errno;
-	struct stat st;
-	int rc = 0;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > (off_t)1 << 30) {
-		close(fd);
-		return -EBADMSG;
-	}
-	uint8_t *b = malloc((size_t)st.st_size + 1);
-	size_t have = 0;
-	while (b && have < (size_t)st.st_size) {
-		ssize_t n = read(fd, b + have, (size_t)st.st_size - have);
-		if (n <= 0) {
-			rc = -EIO;
-			break;
-		}
-		have += (size_t)n;
-	}
-	close(fd);
-	if (!b)
-		return -ENOMEM;
-	if (rc < 0) {
-		free(b);
-		return rc;
-	}
-	*buf = b;
-	*len = have;
-	return 0;
-}
 
 /* Mark: every digest named by any reference set, sorted. A set that does not
  * load stops gc: deleting what it may name would lose data. */
@@ -332,7 +278,7 @@ static int mark(struct mv_chunkstore *cs, struct mv_digest **live, size_t *n_liv
 		size_t len = 0, cnt;
 		struct mv_digest *d;
 		snprintf(p, sizeof(p), "%s/refs/%s", cs->dir, de->d_name);
-		if ((rc = read_all(p, &buf, &len)) < 0) {
+		if ((rc = mv_read_file(p, (size_t)1 << 30, &buf, &len)) < 0) {
 			rc = mv_err(err, rc, "gc: reading %s", p);
 			break;
 		}

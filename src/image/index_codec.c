@@ -233,33 +233,12 @@ int mv_layer_index_save(const struct mv_layer_index *idx, const char *path, stru
 
 int mv_layer_index_load(const char *path, struct mv_layer_index **out, struct mv_error **err)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return mv_err(err, -errno, "opening %s", path);
-	struct stat st;
-	int rc = 0;
-	uint8_t *buf = NULL;
-	if (fstat(fd, &st) < 0 || st.st_size > (off_t)1 << 34) {
-		rc = mv_err(err, -EFBIG, "%s: cannot stat or too large", path);
-		goto out;
-	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	size_t have = 0;
-	while (have < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + have, (size_t)st.st_size - have);
-		if (n <= 0) {
-			rc = mv_err(err, n < 0 ? -errno : -EIO, "reading %s", path);
-			goto out;
-		}
-		have += (size_t)n;
-	}
-	rc = mv_layer_index_decode(buf, have, out, err);
-out:
+	void *buf;
+	size_t len;
+	int rc = mv_read_file(path, (size_t)1 << 34, &buf, &len);
+	if (rc < 0)
+		return mv_err(err, rc, "reading %s: %s", path, strerror(-rc));
+	rc = mv_layer_index_decode(buf, len, out, err);
 	free(buf);
-	close(fd);
 	return rc;
 }

@@ -90,6 +90,21 @@ static void test_atomic_file(void **s)
 	assert_int_equal(read(fd, buf, sizeof(buf)), 3);
 	close(fd);
 	assert_string_equal(buf, "abc");
+	void *data;
+	size_t len;
+	assert_int_equal(mv_read_file(path, 16, &data, &len), 0);
+	assert_int_equal(len, 3);
+	assert_string_equal(data, "abc");   /* NUL-terminated */
+	free(data);
+	assert_int_equal(mv_read_file(path, 2, &data, &len), -EFBIG);
+	assert_null(data);
+	assert_int_equal(mv_read_file(sub, 16, &data, &len), -EBADMSG);   /* a directory */
+	char link[320];
+	snprintf(link, sizeof(link), "%s/l", sub);
+	assert_int_equal(symlink(path, link), 0);
+	assert_int_equal(mv_read_file(link, 16, &data, &len), -ELOOP);
+	snprintf(link, sizeof(link), "%s/missing", sub);
+	assert_int_equal(mv_read_file(link, 16, &data, &len), -ENOENT);
 	char cmd[400];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	assert_int_equal(system(cmd), 0);
