@@ -83,6 +83,11 @@ void *mv_gpa_to_hva(struct mv_guest_mem *m, uint64_t gpa, uint64_t len);
 /* Index of the region holding gpa, or -1. */
 int mv_guest_mem_find(struct mv_guest_mem *m, uint64_t gpa);
 
+/* A userfaultfd (O_CLOEXEC|O_NONBLOCK; user-mode-only where the sysctl
+ * demands it) with the API handshake done for exactly these UFFD_FEATURE_*
+ * bits: -EOPNOTSUPP when the kernel lacks one. The caller registers ranges. */
+int mv_uffd_open(uint64_t features) MV_MUST_CHECK;
+
 /* Dirty-page tracking over a mapped guest memory, at 4 KiB granularity.
  * UFFD_WP and SOFT_DIRTY see writes made through this process's mappings
  * only; HASH compares contents, so it sees every writer (and reports a page

@@ -15,19 +15,19 @@
 		   UFFD_FEATURE_WP_HUGETLBFS_SHMEM)
 #define VEC_MAX 65536u
 
-static int uffd_open(void)
+int mv_uffd_open(uint64_t features)
 {
 	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
 	/* With vm.unprivileged_userfaultfd=0, unprivileged callers may still
-	 * track user-mode faults, which is all a guest workload produces. */
+	 * handle user-mode faults, which is all a guest workload produces. */
 	if (fd < 0 && errno == EPERM)
 		fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
 	if (fd < 0)
 		return -errno;
-	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_WANT };
+	struct uffdio_api api = { .api = UFFD_API, .features = features };
 	/* Kernels without one of the features refuse the whole request (EINVAL). */
 	int e = ioctl(fd, UFFDIO_API, &api) < 0 ? -errno : 0;
-	if (e == 0 && (api.features & UFFD_WANT) != UFFD_WANT)
+	if (e == 0 && (api.features & features) != features)
 		e = -EOPNOTSUPP;
 	if (e < 0) {
 		close(fd);
@@ -114,7 +114,7 @@ static bool uffd_probe(void)
 		goto out;
 	p[0] = 1;  /* page 0 populated before arming, page 1 never touched */
 	pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	uffd = uffd_open();
+	uffd = mv_uffd_open(UFFD_WANT);
 	if (pm < 0 || uffd < 0 || uffd_arm(uffd, p, 2 * MV_PAGE_SIZE) < 0)
 		goto unmap;
 	if (uffd_scan(pm, p, 2 * MV_PAGE_SIZE, vec, 4, &bm) < 0 || bm != 0)
@@ -153,7 +153,7 @@ static int uffd_start(struct mv_dirty_log *log, struct mv_error **err)
 	uint64_t most = 0;
 	int ret;
 	log->uffd.pagemap_fd = -1;
-	log->uffd.uffd = uffd_open();
+	log->uffd.uffd = mv_uffd_open(UFFD_WANT);
 	if (log->uffd.uffd < 0) {
 		ret = mv_err(err, log->uffd.uffd, "userfaultfd with async WP: %s", strerror(-log->uffd.uffd));
 		log->uffd.uffd = -1;

@@ -31,23 +31,6 @@ struct mig_postcopy {
 	uint64_t faults;      /* __atomic */
 };
 
-static int uffd_open(void)
-{
-	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	/* vCPUs fault in user mode, which unprivileged uffds may still handle. */
-	if (fd < 0 && errno == EPERM)
-		fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
-	if (fd < 0)
-		return -errno;
-	struct uffdio_api api = {.api = UFFD_API, .features = 0};
-	if (ioctl(fd, UFFDIO_API, &api) < 0) {
-		int e = -errno;
-		close(fd);
-		return e;
-	}
-	return fd;
-}
-
 /* GPA of the page holding hva, or UINT64_MAX. */
 static uint64_t hva_to_gpa(struct mv_guest_mem *m, uint64_t hva)
 {
@@ -114,7 +97,7 @@ int mig_postcopy_start(struct mv_guest_mem *mem, const struct mv_migrate_config 
 	pc->mem = mem;
 	pc->c = c;
 	pc->stop_fd = -1;
-	int r = pc->uffd = uffd_open();
+	int r = pc->uffd = mv_uffd_open(0);
 	if (r < 0) {
 		mv_err(err, r, "userfaultfd: %s", strerror(-r));
 		goto fail;
