@@ -96,6 +96,49 @@ struct mv_fusion_info {
 	uint32_t vms;                 /* VMs being scanned */
 };
 
+/* A guest range of a VM its tenant marked sensitive, and the host frames
+ * behind it (read from the VMM's /proc/PID/pagemap while it runs). */
+#define MV_SENSITIVE_RUNS_MAX 64
+struct mv_sensitive_run {
+	uint64_t gpa;
+	uint64_t pfn;                 /* first frame of a run of contiguous frames */
+	uint64_t pages;
+};
+
+struct mv_sensitive_range {
+	uint64_t id;
+	char vm[MV_NAME_MAX + 1];
+	uint64_t gpa, len;            /* page aligned, inside one RAM region */
+	uint64_t created_at;
+	bool locked;                  /* mlocked in the VMM at the last check */
+	uint64_t resident_pages;      /* pages with a frame at the last check */
+	uint32_t runs_total;          /* protected physical ranges (runs of frames) */
+	uint32_t nruns;               /* the first of them shown in runs[] */
+	struct mv_sensitive_run runs[MV_SENSITIVE_RUNS_MAX];
+};
+
+/* GET /v1/guard: one co-residency finding (another VM's data within a range). */
+struct mv_guard_finding_info {
+	uint64_t range_id;
+	char vm[MV_NAME_MAX + 1];       /* the range's VM */
+	char other_vm[MV_NAME_MAX + 1]; /* the co-resident VM */
+	char kind[8];                   /* fused, frame, colour, row */
+	uint64_t pages;                 /* the other VM's pages found that way */
+	uint64_t gpa, pfn, other_gpa, other_pfn;   /* one example */
+};
+
+struct mv_guard_info {
+	uint32_t colours;             /* cache-colour check: LLC colours, 0 = off */
+	uint32_t row_shift;           /* DRAM-row check: PFN >> row_shift, 0 = off */
+	uint32_t llc_colours;         /* what this host's LLC has */
+	uint64_t checks;              /* co-residency checks run */
+	uint64_t ranges;
+	uint64_t protected_pages;     /* resident pages in all ranges */
+	uint64_t events;              /* findings that newly appeared, in total */
+	size_t nfindings;
+	struct mv_guard_finding_info *findings;   /* malloc'ed, the caller frees */
+};
+
 struct mv_host_info {
 	char version[32];
 	char hostname[64];
@@ -171,6 +214,15 @@ struct mv_api_backend {
 	int (*upgrade)(void *ctx, const char *vmm_path, struct mv_handover_result **out, size_t *n,
 		       struct mv_error **err);
 	int (*fusion_get)(void *ctx, struct mv_fusion_info *out, struct mv_error **err);
+	/* Sensitive ranges of VM ref: add one (resolving and locking its frames
+	 * when the VM runs), list them (*out malloc'ed), remove one (-ENOENT). */
+	int (*sensitive_add)(void *ctx, const char *ref, uint64_t gpa, uint64_t len,
+			     struct mv_sensitive_range *out, struct mv_error **err);
+	int (*sensitive_list)(void *ctx, const char *ref, struct mv_sensitive_range **out,
+			      size_t *n, struct mv_error **err);
+	int (*sensitive_remove)(void *ctx, const char *ref, uint64_t id, struct mv_error **err);
+	/* Runs a co-residency check now and reports it (out->findings malloc'ed). */
+	int (*guard_get)(void *ctx, struct mv_guard_info *out, struct mv_error **err);
 	/* Prometheus text exposition; *text malloc'ed, caller frees. */
 	int (*metrics)(void *ctx, char **text, struct mv_error **err);
 };
@@ -205,6 +257,13 @@ int mv_api_decode_migrate(const char *body, size_t len, struct mv_migrate_req *o
 int mv_api_decode_upgrade(const char *body, size_t len, char *vmm, size_t cap,
 			  struct mv_error **err) MV_MUST_CHECK;
 char *mv_api_encode_handover(const struct mv_handover_result *r);
+/* POST /v1/vms/{vm}/sensitive body {"gpa": N, "len": N}: integers, page
+ * aligned, len > 0, no wrap (strict, like above; errors name the field). */
+int mv_api_decode_sensitive(const char *body, size_t len, uint64_t *gpa, uint64_t *size,
+			    struct mv_error **err) MV_MUST_CHECK;
+char *mv_api_encode_sensitive(const struct mv_sensitive_range *r);
+char *mv_api_encode_sensitive_list(const struct mv_sensitive_range *r, size_t n);
+char *mv_api_encode_guard(const struct mv_guard_info *g);
 /* Validates a VM name: ^[a-z0-9][a-z0-9_.-]{0,62}$ (ids are valid names too). */
 bool mv_api_name_valid(const char *name);
 /* JSON text of a VM / host / verify result / error; malloc'ed, the caller

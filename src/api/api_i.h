@@ -57,6 +57,14 @@ void api_upgrade(const struct mv_api_backend *be, void *ctx, const struct api_re
 		 struct api_resp *out);
 void api_host_get(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
 void api_fusion_get(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
+/* routes_guard.c: sensitive ranges and the guard's status. */
+void api_sensitive_add(const struct mv_api_backend *be, void *ctx, const char *ref,
+		       const struct api_req *rq, struct api_resp *out);
+void api_sensitive_list(const struct mv_api_backend *be, void *ctx, const char *ref,
+			struct api_resp *out);
+void api_sensitive_remove(const struct mv_api_backend *be, void *ctx, const char *ref,
+			  const char *id, struct api_resp *out);
+void api_guard_get(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
 void api_metrics(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
 
 /* codec_vm.c, shared by the other decoders: rejects keys of o not in allowed

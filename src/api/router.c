@@ -9,7 +9,7 @@
 
 enum route_id {
 	R_HOST, R_VMS, R_VM, R_VM_PAUSE, R_VM_RESUME, R_VM_STOP, R_VM_VERIFY, R_VM_MIGRATE,
-	R_UPGRADE, R_METRICS, R_FUSION,
+	R_VM_SENSITIVE, R_VM_SENSITIVE_ONE, R_UPGRADE, R_METRICS, R_FUSION, R_GUARD,
 };
 
 /* Methods as a bit set; HEAD rides along with GET (MHD drops the body). */
@@ -29,9 +29,12 @@ static const struct route routes[] = {
 	[R_VM_STOP] = {M_POST, 0},
 	[R_VM_VERIFY] = {M_POST, 0},
 	[R_VM_MIGRATE] = {M_POST, M_POST},
+	[R_VM_SENSITIVE] = {M_GET | M_POST, M_POST},
+	[R_VM_SENSITIVE_ONE] = {M_DELETE, 0},
 	[R_UPGRADE] = {M_POST, M_POST},
 	[R_METRICS] = {M_GET, 0},
 	[R_FUSION] = {M_GET, 0},
+	[R_GUARD] = {M_GET, 0},
 };
 
 static const char *const vm_actions[] = {
@@ -46,6 +49,8 @@ static const char *const templates[] = {
 	[R_VM_STOP] = "/v1/vms/{vm}/stop", [R_VM_VERIFY] = "/v1/vms/{vm}/verify",
 	[R_VM_MIGRATE] = "/v1/vms/{vm}/migrate", [R_UPGRADE] = "/v1/upgrade",
 	[R_METRICS] = "/metrics", [R_FUSION] = "/v1/fusion",
+	[R_VM_SENSITIVE] = "/v1/vms/{vm}/sensitive", [R_VM_SENSITIVE_ONE] = "/v1/vms/{vm}/sensitive/{id}",
+	[R_GUARD] = "/v1/guard",
 };
 
 void mv_api_routes_each(void (*fn)(const char *method, const char *path, void *arg), void *arg)
@@ -80,9 +85,11 @@ static void allow_header(unsigned methods, char *buf, size_t len)
 }
 
 /* Matches path; on /v1/vms/{vm}[/action] stores the ref segment (bounded copy;
- * ref_ok false when it is too long to be valid). Returns -1 when no route. */
-static int match(const char *path, char *ref, size_t reflen, bool *ref_ok)
+ * ref_ok false when it is too long to be valid), on .../sensitive/{id} points
+ * *sub at the id. Returns -1 when no route. */
+static int match(const char *path, char *ref, size_t reflen, bool *ref_ok, const char **sub)
 {
+	static const char sens[] = "sensitive/";
 	static const char vms[] = "/v1/vms/";
 	*ref_ok = true;
 	if (strcmp(path, "/v1/host") == 0)
@@ -95,6 +102,8 @@ static int match(const char *path, char *ref, size_t reflen, bool *ref_ok)
 		return R_UPGRADE;
 	if (strcmp(path, "/v1/fusion") == 0)
 		return R_FUSION;
+	if (strcmp(path, "/v1/guard") == 0)
+		return R_GUARD;
 	if (strncmp(path, vms, sizeof(vms) - 1) != 0)
 		return -1;
 	const char *seg = path + sizeof(vms) - 1;
@@ -113,6 +122,13 @@ static int match(const char *path, char *ref, size_t reflen, bool *ref_ok)
 	for (int r = R_VM_PAUSE; r <= R_VM_MIGRATE; r++)
 		if (strcmp(slash + 1, vm_actions[r]) == 0)
 			return r;
+	if (strcmp(slash + 1, "sensitive") == 0)
+		return R_VM_SENSITIVE;
+	if (strncmp(slash + 1, sens, sizeof(sens) - 1) == 0 && slash[sizeof(sens)] &&
+	    !strchr(slash + sizeof(sens), '/')) {
+		*sub = slash + sizeof(sens);
+		return R_VM_SENSITIVE_ONE;
+	}
 	return -1;
 }
 
@@ -135,7 +151,8 @@ void api_route(const struct mv_api_backend *be, void *ctx, const struct api_req 
 {
 	char ref[MV_NAME_MAX + 2];
 	bool ref_ok;
-	int id = match(rq->path, ref, sizeof(ref), &ref_ok);
+	const char *sub = "";
+	int id = match(rq->path, ref, sizeof(ref), &ref_ok, &sub);
 	if (id < 0) {
 		api_resp_error(out, 404, -ENOENT, "", "no such path: %.200s", rq->path);
 		return;
@@ -148,7 +165,7 @@ void api_route(const struct mv_api_backend *be, void *ctx, const struct api_req 
 			       rq->method, rq->path, out->allow);
 		return;
 	}
-	if (id >= R_VM && id <= R_VM_MIGRATE && (!ref_ok || !mv_api_name_valid(ref))) {
+	if (id >= R_VM && id <= R_VM_SENSITIVE_ONE && (!ref_ok || !mv_api_name_valid(ref))) {
 		api_resp_error(out, 400, -EINVAL, "vm", "\"%.64s\" is not a valid VM id or name", ref);
 		return;
 	}
@@ -203,6 +220,18 @@ void api_route(const struct mv_api_backend *be, void *ctx, const struct api_req 
 		return;
 	case R_FUSION:
 		api_fusion_get(be, ctx, out);
+		return;
+	case R_VM_SENSITIVE:
+		if (m == M_GET)
+			api_sensitive_list(be, ctx, ref, out);
+		else
+			api_sensitive_add(be, ctx, ref, rq, out);
+		return;
+	case R_VM_SENSITIVE_ONE:
+		api_sensitive_remove(be, ctx, ref, sub, out);
+		return;
+	case R_GUARD:
+		api_guard_get(be, ctx, out);
 		return;
 	}
 }

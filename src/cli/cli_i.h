@@ -84,6 +84,8 @@ int mv_cli_cmd_vm(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_vm_create(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_host(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_fusion(const struct mv_cli *cli, int argc, char **argv);
+int mv_cli_cmd_guard(const struct mv_cli *cli, int argc, char **argv);
+int mv_cli_cmd_vm_sensitive(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_metrics(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_daemon(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_vm_migrate(const struct mv_cli *cli, int argc, char **argv);

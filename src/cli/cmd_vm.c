@@ -22,6 +22,7 @@ static const char vm_usage[] =
 	"  rm VM [--force]             remove a stopped or crashed VM (--force stops it first)\n"
 	"  verify VM [--json]          check guest RAM; exit 1 when it does not match\n"
 	"  migrate VM --local [--vmm PATH]  hand over to a new VMM process (zero-copy)\n"
+	"  sensitive add|ls|rm VM ...  sensitive guest ranges (see vm sensitive --help)\n"
 	"\n"
 	"VM is a VM id or name.\n";
 
@@ -457,5 +458,7 @@ int mv_cli_cmd_vm(const struct mv_cli *cli, int argc, char **argv)
 		return vm_verify(cli, argc, argv);
 	if (strcmp(sub, "migrate") == 0)
 		return mv_cli_cmd_vm_migrate(cli, argc, argv);
+	if (strcmp(sub, "sensitive") == 0)
+		return mv_cli_cmd_vm_sensitive(cli, argc, argv);
 	return mv_cli_usage_err("vm", "unknown command '%s'", sub);
 }

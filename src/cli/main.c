@@ -22,7 +22,9 @@ static const char usage[] =
 	"  vm migrate VM --local    hand a VM to a new VMM process, zero-copy\n"
 	"  upgrade --vmm PATH       move every VM to a new VMM binary\n"
 	"  host                     this host's capacity and usage\n"
+	"  vm sensitive add|ls|rm VM  mark guest ranges sensitive (side-channel guard)\n"
 	"  fusion status            page fusion: pages shared, memory saved\n"
+	"  guard status             side-channel guard: other VMs' data in sensitive ranges\n"
 	"  metrics                  Prometheus metrics, raw\n"
 	"  help [COMMAND]           show help for a command\n"
 	"\n"
@@ -44,6 +46,8 @@ static int dispatch(const struct mv_cli *cli, int argc, char **argv)
 		return mv_cli_cmd_host(cli, argc, argv);
 	if (strcmp(cmd, "fusion") == 0)
 		return mv_cli_cmd_fusion(cli, argc, argv);
+	if (strcmp(cmd, "guard") == 0)
+		return mv_cli_cmd_guard(cli, argc, argv);
 	if (strcmp(cmd, "metrics") == 0)
 		return mv_cli_cmd_metrics(cli, argc, argv);
 	if (strcmp(cmd, "daemon") == 0)

@@ -95,6 +95,8 @@ static uint32_t expected_len(uint16_t type, bool reply)
 	case MV_CTL_MIGRATE_IN: return reply ? 0 : sizeof(struct mv_ctl_migrate_in);
 	case MV_CTL_FUSE: return reply ? sizeof(struct mv_ctl_fuse_reply) : sizeof(struct mv_ctl_fuse);
 	case MV_CTL_UNFUSE: return reply ? sizeof(struct mv_ctl_unfuse) : 0;
+	case MV_CTL_GUARD:
+		return reply ? sizeof(struct mv_ctl_guard_reply) : sizeof(struct mv_ctl_guard);
 	default: return 0;
 	}
 }
@@ -227,6 +229,21 @@ int mv_ctl_validate_payload(const struct mv_ctl_msg *m, struct mv_error **err)
 		for (uint32_t i = 0; i < f.n; i++)
 			if (f.e[i].gpa % MV_PAGE_SIZE || f.e[i].pool_off % MV_PAGE_SIZE)
 				return mv_err(err, -EPROTO, "control FUSE: entry %u is not page aligned", i);
+		return 0;
+	}
+	case MV_CTL_GUARD: {
+		if (reply) {
+			struct mv_ctl_guard_reply g;
+			memcpy(&g, m->payload, sizeof(g));
+			if (g.nregions > MV_MEM_MAX_REGIONS)
+				return mv_err(err, -EPROTO, "control GUARD reply: %u regions", g.nregions);
+			return 0;
+		}
+		struct mv_ctl_guard g;
+		memcpy(&g, m->payload, sizeof(g));
+		if (g.op > MV_GUARD_OP_UNLOCK || g.gpa % MV_PAGE_SIZE || g.len % MV_PAGE_SIZE ||
+		    (g.op != MV_GUARD_OP_QUERY && (g.len == 0 || g.gpa + g.len < g.gpa)))
+			return mv_err(err, -EPROTO, "control GUARD: bad field");
 		return 0;
 	}
 	case MV_CTL_GET_MEM: {

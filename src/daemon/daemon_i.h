@@ -34,6 +34,8 @@ struct daemon_cfg {
 	uint64_t mem_capacity;
 	const char *migrate_listen;  /* HOST:PORT for incoming migrations, NULL = none */
 	uint64_t fusion_rate;        /* pages/s the fusion scanner reads at most; 0 = off */
+	uint32_t guard_colours;      /* guard's cache-colour check: LLC colours, 0 = off */
+	uint32_t guard_row_shift;    /* guard's DRAM-row check: PFN >> shift, 0 = off */
 };
 
 struct vmmgr {
@@ -54,6 +56,7 @@ struct vmmgr {
 	struct mv_fusion *fusion;    /* NULL when fusion is off */
 	pthread_t fusion_thread;
 	bool fusion_running, fusion_quit;
+	struct guard *guard;         /* guard.c: sensitive ranges, co-residency findings */
 };
 
 /* state.c */
@@ -100,6 +103,8 @@ struct dvm *vmmgr_vm_new(struct vmmgr *m, const struct mv_vm_info *info);
 void vmmgr_vm_free(struct vmmgr *m, struct dvm *vm);
 int vmmgr_init(struct vmmgr *m, const struct daemon_cfg *cfg, struct mv_error **err);
 void vmmgr_fini(struct vmmgr *m);
+/* Lock held: the VM with that id (wins) or name; -ENOENT in *err when none. */
+struct dvm *vmmgr_find(struct vmmgr *m, const char *ref, struct mv_error **err);
 extern const struct mv_api_backend vmmgr_backend;
 /* Sends SETUP with the guest RAM fds (and, for a hand-over, the vCPU states). */
 int vmmgr_send_setup(struct dvm *vm, int sock, uint32_t *seq, const struct mv_wl_state *states,
@@ -131,6 +136,22 @@ int fusion_vm_unfuse(struct vmmgr *m, struct dvm *vm, struct mv_error **err);
 void fusion_vm_forget(struct vmmgr *m, struct dvm *vm);
 int fusion_info(struct vmmgr *m, struct mv_fusion_info *out);
 void fusion_metrics(struct vmmgr *m, FILE *f);
+
+/* guard.c: the side-channel guard. init after state_open (loads the ranges). */
+int guard_init(struct vmmgr *m, struct mv_error **err);
+void guard_fini(struct vmmgr *m);
+/* Lock held: re-locks and re-resolves every range, checks co-residency. */
+void guard_tick(struct vmmgr *m);
+/* Lock held: VM vm_id is deleted; its ranges go. */
+void guard_vm_removed(struct vmmgr *m, const char *vm_id);
+void guard_metrics(struct vmmgr *m, FILE *f);
+/* API backend (take the lock). */
+int guard_sensitive_add(void *ctx, const char *ref, uint64_t gpa, uint64_t len,
+			struct mv_sensitive_range *out, struct mv_error **err);
+int guard_sensitive_list(void *ctx, const char *ref, struct mv_sensitive_range **out, size_t *n,
+			 struct mv_error **err);
+int guard_sensitive_remove(void *ctx, const char *ref, uint64_t id, struct mv_error **err);
+int guard_get(void *ctx, struct mv_guard_info *out, struct mv_error **err);
 
 /* metrics.c */
 char *metrics_render(struct vmmgr *m);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "memvisor/guard.h"
 #include "memvisor/util.h"
 #include "daemon_i.h"
 
@@ -26,7 +27,11 @@ static void usage(FILE *f)
 		"  --mem-capacity SIZE  guest memory this host admits (default: MemTotal - 512M)\n"
 		"  --vmm PATH           memvisor-vmm binary (default: next to memvisord)\n"
 		"  --migrate-listen HOST:PORT  accept live migrations from other hosts there\n"
-		"  --fusion-rate N      page fusion scans at most N pages/s (default 20000; 0: off)\n");
+		"  --fusion-rate N      page fusion scans at most N pages/s (default 20000; 0: off)\n"
+		"  --guard-colours N|auto  side-channel guard: flag other VMs' frames of a sensitive\n"
+		"                       range's cache colours (N colours, a power of two; auto: this\n"
+		"                       host's LLC; default 0: off)\n"
+		"  --guard-row-shift N  ... and of its DRAM-row neighbourhoods (PFN >> N; default 0: off)\n");
 }
 
 /* Next to memvisord when installed, ../vmm/ in the build tree. */
@@ -54,6 +59,8 @@ int main(int argc, char **argv)
 		{"vmm", required_argument, NULL, 'v'},
 		{"migrate-listen", required_argument, NULL, 'l'},
 		{"fusion-rate", required_argument, NULL, 'f'},
+		{"guard-colours", required_argument, NULL, 'c'},
+		{"guard-row-shift", required_argument, NULL, 'r'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -78,6 +85,24 @@ int main(int argc, char **argv)
 				fprintf(stderr, "memvisord: --fusion-rate: '%s' is not a page rate\n", optarg);
 				return 2;
 			}
+			break;
+		}
+		case 'c':
+		case 'r': {
+			char *end;
+			errno = 0;
+			unsigned long long v = strtoull(optarg, &end, 10);
+			if (o == 'c' && !strcmp(optarg, "auto")) {
+				cfg.guard_colours = mv_guard_llc_colours();
+				break;
+			}
+			if (errno || end == optarg || *end || v > MV_GUARD_MAX_COLOURS ||
+			    (o == 'c' && (v & (v - 1))) || (o == 'r' && v > MV_GUARD_MAX_ROW_SHIFT)) {
+				fprintf(stderr, "memvisord: --guard-%s: '%s' is out of range\n",
+					o == 'c' ? "colours" : "row-shift", optarg);
+				return 2;
+			}
+			*(o == 'c' ? &cfg.guard_colours : &cfg.guard_row_shift) = (uint32_t)v;
 			break;
 		}
 		case 'h': usage(stdout); return 0;

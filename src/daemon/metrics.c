@@ -62,6 +62,7 @@ char *metrics_render(struct vmmgr *m)
 			m->vms[i]->info.name, (unsigned long long)m->vms[i]->majflt);
 	}
 	fusion_metrics(m, f);
+	guard_metrics(m, f);
 	pthread_mutex_unlock(&m->lock);
 	fclose(f);
 	return buf;

@@ -50,6 +50,11 @@ static struct dvm *find_or_err(struct vmmgr *m, const char *ref, struct mv_error
 	return vm;
 }
 
+struct dvm *vmmgr_find(struct vmmgr *m, const char *ref, struct mv_error **err)
+{
+	return find_or_err(m, ref, err);
+}
+
 struct dvm *vmmgr_vm_new(struct vmmgr *m, const struct mv_vm_info *info)
 {
 	struct dvm *vm = calloc(1, sizeof(*vm));
@@ -208,6 +213,7 @@ static int vm_create(void *ctx, const struct mv_vm_spec *spec, struct mv_vm_info
 		mv_err_prefix(err, "starting the VMM");
 		vmm_kill_group(pgid);
 		state_delete(m, vm->info.id);
+		guard_vm_removed(m, vm->info.id);
 		goto fail_dir;
 	}
 	vm->info.pid = hello.pid;
@@ -486,6 +492,8 @@ const struct mv_api_backend vmmgr_backend = {
 	.vm_create = vm_create, .vm_list = vm_list, .vm_get = vm_get, .vm_action = vm_action,
 	.vm_verify = vm_verify, .vm_delete = vm_delete, .host_get = host_get, .metrics = metrics,
 	.vm_migrate = vm_migrate, .upgrade = upgrade, .fusion_get = fusion_get,
+	.sensitive_add = guard_sensitive_add, .sensitive_list = guard_sensitive_list,
+	.sensitive_remove = guard_sensitive_remove, .guard_get = guard_get,
 };
 
 /* Re-adopts a VM whose VMM kept running while the daemon was down: reconnect,
@@ -547,6 +555,9 @@ int vmmgr_init(struct vmmgr *m, const struct daemon_cfg *cfg, struct mv_error **
 	r = state_open(m, err);
 	if (r < 0)
 		return r;
+	r = guard_init(m, err);
+	if (r < 0)
+		return r;
 	struct mv_vm_info *rows;
 	size_t n;
 	r = state_load(m, &rows, &n, err);
@@ -567,5 +578,6 @@ void vmmgr_fini(struct vmmgr *m)
 	while (m->nvms)
 		vmmgr_vm_free(m, m->vms[m->nvms - 1]);
 	free(m->vms);
+	guard_fini(m);
 	state_close(m);
 }

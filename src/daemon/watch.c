@@ -85,6 +85,8 @@ static void *watch_main(void *arg)
 			if (tick % STATS_EVERY == 0 || vm->info.state == MV_VM_MIGRATING)
 				watch_refresh(m, vm);
 		}
+		if (tick % STATS_EVERY == 0)
+			guard_tick(m);
 		tick++;
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);

@@ -445,11 +445,15 @@ int mv_fusion_scan(struct mv_fusion *f, uint64_t budget, struct mv_fusion_merge 
 	bool ok = v && f->cur_region < v->l.n && !(v->l.r[f->cur_region].flags & MV_MEM_HUGETLB);
 	if (!ok)
 		ok = next_region(f);
+	/* At most two passes over every region per call: when all attached RAM
+	 * is holes (every page fused), nothing is scanned and the budget alone
+	 * would never end the loop. */
+	size_t hops = 0, max_hops = 2 * (f->nvms + 1) * MV_MEM_MAX_REGIONS;
 	while (ok && scanned < budget && *n + 2 <= cap) {
 		v = f->vms[f->cur_vm];
 		const struct mv_mem_region_desc *r = &v->l.r[f->cur_region];
 		if (f->cur_off >= r->size) {
-			ok = next_region(f);
+			ok = ++hops <= max_hops && next_region(f);
 			continue;
 		}
 		off_t d = lseek(r->fd, (off_t)f->cur_off, SEEK_DATA);

@@ -101,6 +101,19 @@ static int handle(struct vmm *v, int c, struct mv_ctl_msg *req)
 		reply(c, req, r, &out, sizeof(out), NULL, 0);
 		return 0;
 	}
+	case MV_CTL_GUARD: {
+		struct mv_ctl_guard g;
+		struct mv_ctl_guard_reply out;
+		memcpy(&g, req->payload, sizeof(g));
+		pthread_mutex_lock(&v->lock);
+		r = vmm_guard(v, &g, &out, &err);
+		pthread_mutex_unlock(&v->lock);
+		if (r < 0)
+			mv_log(MV_LOG_WARN, "guard: %s", mv_error_msg(err, r));
+		mv_error_free(err);
+		reply(c, req, r, &out, sizeof(out), NULL, 0);
+		return 0;
+	}
 	case MV_CTL_MIGRATE_CANCEL:
 		vmm_migrate_cancel(v);
 		reply(c, req, 0, NULL, 0, NULL, 0);

@@ -88,6 +88,10 @@ void vmm_fusion_set_log(struct vmm *v, struct mv_dirty_log *log);
 void vmm_fusion_teardown(struct vmm *v);
 
 /* ctl_server.c: serves daemon connections until STOP; returns the exit code. */
+/* guard.c: GUARD (mlock/munlock a sensitive range, region HVAs). */
+int vmm_guard(struct vmm *v, const struct mv_ctl_guard *req, struct mv_ctl_guard_reply *out,
+	      struct mv_error **err);
+
 int vmm_serve(struct vmm *v);
 
 #endif

@@ -24,10 +24,12 @@ PY
 order="GET POST"
 while read -r method path; do
   p=${path//\{vm\}/r1}
+  p=${p//\{id\}/1}   # the sensitive range the POST before it made
   case "$method $path" in
     "DELETE /v1/vms/{vm}") continue ;;     # last, below
     "POST /v1/vms") body='{"name":"r2","memory":"64M","workload":{"kind":"idle"}}' ;;
     "POST /v1/vms/{vm}/migrate") body='{"local":true}' ;;
+    "POST /v1/vms/{vm}/sensitive") body='{"gpa":0,"len":4096}' ;;
     "POST /v1/upgrade") body="{\"vmm\":\"$MV_BUILD/src/vmm/memvisor-vmm\"}" ;;
     *) body= ;;
   esac

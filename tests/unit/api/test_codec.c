@@ -415,6 +415,36 @@ static void test_encode_host_verify_error(void **st)
 	json_decref(o);
 }
 
+/* POST /v1/vms/{vm}/sensitive: strict, every rejection names its field. */
+static void test_sensitive(void **state)
+{
+	(void)state;
+	static const struct { const char *body, *field; } bad[] = {
+		{"", "body"}, {"[]", "body"}, {"{\"gpa\":0}", "len"}, {"{\"len\":4096}", "gpa"},
+		{"{\"gpa\":1,\"len\":4096}", "gpa"}, {"{\"gpa\":0,\"len\":100}", "len"},
+		{"{\"gpa\":0,\"len\":0}", "len"}, {"{\"gpa\":-4096,\"len\":4096}", "gpa"},
+		{"{\"gpa\":\"0\",\"len\":4096}", "gpa"}, {"{\"gpa\":0,\"len\":4096.0}", "len"},
+		{"{\"gpa\":0,\"len\":4096,\"x\":1}", "x"}, {"{\"gpa\":0,\"len\":2147483648}", "len"},
+		{"{\"gpa\":0,\"gpa\":0,\"len\":4096}", "body"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct mv_error *e = NULL;
+		uint64_t g = 7, l = 7;
+		assert_int_equal(mv_api_decode_sensitive(bad[i].body, strlen(bad[i].body), &g, &l, &e),
+				 -EINVAL);
+		assert_non_null(e);
+		if (strcmp(e->field, bad[i].field) != 0)
+			fail_msg("%s: field %s, want %s", bad[i].body, e->field, bad[i].field);
+		assert_int_equal(g, 7);
+		mv_error_free(e);
+	}
+	uint64_t g, l;
+	const char *ok = "{\"len\":65536,\"gpa\":8192}";
+	assert_int_equal(mv_api_decode_sensitive(ok, strlen(ok), &g, &l, NULL), 0);
+	assert_int_equal(g, 8192);
+	assert_int_equal(l, 65536);
+}
+
 int api_codec_tests(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -427,6 +457,7 @@ int api_codec_tests(void)
 		cmocka_unit_test(test_encode_vm),
 		cmocka_unit_test(test_encode_hostile),
 		cmocka_unit_test(test_encode_host_verify_error),
+		cmocka_unit_test(test_sensitive),
 	};
 	return cmocka_run_group_tests_name("api_codec", tests, NULL, NULL);
 }

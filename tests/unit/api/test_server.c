@@ -181,10 +181,59 @@ static int f_fusion(void *ctx, struct mv_fusion_info *out, struct mv_error **err
 	return 0;
 }
 
+static int f_sens_add(void *ctx, const char *ref, uint64_t gpa, uint64_t len,
+		      struct mv_sensitive_range *out, struct mv_error **err)
+{
+	struct fake *f = ctx;
+	f->calls++;
+	if (known(ref, err) < 0)
+		return -ENOENT;
+	*out = (struct mv_sensitive_range){.id = 1, .gpa = gpa, .len = len, .locked = true,
+					   .resident_pages = len / 4096, .runs_total = 1, .nruns = 1};
+	out->runs[0] = (struct mv_sensitive_run){.gpa = gpa, .pfn = 0x1234, .pages = len / 4096};
+	snprintf(out->vm, sizeof(out->vm), "%s", ref);
+	return 0;
+}
+
+static int f_sens_list(void *ctx, const char *ref, struct mv_sensitive_range **out, size_t *n,
+		       struct mv_error **err)
+{
+	struct fake *f = ctx;
+	f->calls++;
+	*out = NULL;
+	*n = 0;
+	return known(ref, err);
+}
+
+static int f_sens_rm(void *ctx, const char *ref, uint64_t id, struct mv_error **err)
+{
+	struct fake *f = ctx;
+	f->calls++;
+	if (known(ref, err) < 0)
+		return -ENOENT;
+	return id == 1 ? 0 : mv_err_field(err, -ENOENT, "id", "no range %llu", (unsigned long long)id);
+}
+
+static int f_guard(void *ctx, struct mv_guard_info *out, struct mv_error **err)
+{
+	struct fake *f = ctx;
+	f->calls++;
+	out->checks = 1;
+	out->findings = calloc(1, sizeof(*out->findings));
+	if (!out->findings)
+		return -ENOMEM;
+	out->nfindings = 1;
+	snprintf(out->findings[0].kind, sizeof(out->findings[0].kind), "fused");
+	snprintf(out->findings[0].vm, sizeof(out->findings[0].vm), "vm1");
+	return 0;
+}
+
 static const struct mv_api_backend fake_backend = {
 	.vm_create = f_create, .vm_list = f_list, .vm_get = f_get, .vm_action = f_action,
 	.vm_verify = f_verify, .vm_delete = f_delete, .host_get = f_host, .metrics = f_metrics,
 	.vm_migrate = f_migrate, .upgrade = f_upgrade, .fusion_get = f_fusion,
+	.sensitive_add = f_sens_add, .sensitive_list = f_sens_list, .sensitive_remove = f_sens_rm,
+	.guard_get = f_guard,
 };
 
 /* ---- HTTP client ---- */
@@ -420,6 +469,9 @@ static void test_spec_routes(void **st)
 					strcpy(o, "vm1");
 					o += 3;
 					p += 4;
+				} else if (strncmp(p, "{id}", 4) == 0) {
+					*o++ = '1';
+					p += 4;
 				} else {
 					*o++ = *p++;
 				}
@@ -443,6 +495,8 @@ static void test_spec_routes(void **st)
 				body = "{\"local\":true}";
 			else if (post && strcmp(path, "/v1/upgrade") == 0)
 				body = "{\"vmm\":\"/usr/bin/true\"}";
+			else if (post && strstr(path, "/sensitive"))
+				body = "{\"gpa\":4096,\"len\":8192}";
 			struct res r;
 			req(v, meth, path, body, body ? "application/json" : NULL, &r);
 			if (r.status == 404 || r.status == 405 || r.status >= 300)

@@ -183,6 +183,23 @@ static void test_caps(void **state)
 	mv_mem_layout_close(&lb);
 }
 
+/* Only holes attached (every page fused, say): a scan must still return. */
+static void test_all_holes(void **state)
+{
+	(void)state;
+	struct mv_fusion *f = new_fusion(16, 16);
+	struct mv_mem_layout l;
+	uint64_t tags[NPAGES] = {0};
+	make_vm(&l, tags);
+	assert_int_equal(mv_fusion_vm_add(f, 1, &l, NULL), 0);
+	struct mv_fusion_merge m[8];
+	size_t n = 1;
+	assert_int_equal(mv_fusion_scan(f, 1000, m, 8, &n), 0);
+	assert_int_equal(n, 0);
+	mv_fusion_destroy(f);
+	mv_mem_layout_close(&l);
+}
+
 static void test_u64map(void **state)
 {
 	struct u64map m = {0};
@@ -210,6 +227,7 @@ int main(void)
 		cmocka_unit_test(test_two_vms_share),
 		cmocka_unit_test(test_misses_and_holes),
 		cmocka_unit_test(test_caps),
+		cmocka_unit_test(test_all_holes),
 		cmocka_unit_test(test_u64map),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

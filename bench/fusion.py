@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""bench/fusion: page fusion by memvisord against Linux KSM in the same run.
+
+Two VMs hold identical content (memtouch, same seed and layout, one
+sequential pass). The content is copied out of their VMMs (present pages only,
+from /proc/PID/pagemap and /proc/PID/mem) into private anonymous mappings of
+this process, madvise(MADV_MERGEABLE), and KSM runs over them with the same
+pages/s budget memvisord gets (pages_to_scan per sleep_millisecs); its sysfs
+settings are restored afterwards. Then memvisord is restarted with the scanner
+on (it re-adopts the paused VMs) and fuses the same pages. For both: pages
+scanned and merged per second, memory saved and time to converge (saved pages
+reach what the content allows: total pages - distinct contents).
+Last, the side-channel guard's overhead on a benign workload: memtouch ops/s
+with a sensitive range registered (the guard checks every second) vs none.
+Needs root (pagemap PFNs, KSM sysfs). Prints one JSON object.
+Usage: fusion.py BUILD_DIR [--quick]"""
+import hashlib, json, mmap, os, shutil, statistics, struct, subprocess, sys, tempfile, time
+
+build = os.path.abspath(sys.argv[1])
+quick = "--quick" in sys.argv
+WSS_MB = 32 if quick else 256
+RATE = 100000 if quick else 200000      # pages/s for both scanners
+TIMEOUT = 60 if quick else 180
+PAGE = 4096
+KSM = "/sys/kernel/mm/ksm"
+tmp = tempfile.mkdtemp(prefix="mvbench.")
+cli = f"{build}/src/cli/memvisor"
+sock = f"{tmp}/api.sock"
+env = dict(os.environ, MEMVISOR_SOCKET=sock)
+
+
+def daemon(*extra):
+    if os.path.exists(sock):
+        os.unlink(sock)
+    p = subprocess.Popen([f"{build}/src/daemon/memvisord", "--socket", sock, "--state-dir",
+                          f"{tmp}/state", "--mem-capacity", "8G", *extra],
+                         stderr=open(f"{tmp}/daemon.log", "a"))
+    for _ in range(400):
+        if os.path.exists(sock):
+            return p
+        time.sleep(0.05)
+    raise SystemExit("memvisord did not start")
+
+
+def mv(*args):
+    out = subprocess.run([cli, *args], env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out) if "--json" in args else out
+
+
+def ksm_read(name):
+    with open(f"{KSM}/{name}") as f:
+        return int(f.read())
+
+
+def ksm_write(name, v):
+    with open(f"{KSM}/{name}", "w") as f:
+        f.write(f"{v}\n")
+
+
+def guest_pages(pid, name):
+    """{file offset: page bytes} of every present page of VM name's guest RAM."""
+    out = {}
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pm, \
+            open(f"/proc/{pid}/mem", "rb") as mem:
+        for line in maps:
+            f = line.split()
+            if len(f) < 6 or not f[5].startswith(f"/memfd:mv-{name}-ram"):
+                continue
+            start, end = (int(x, 16) for x in f[0].split("-"))
+            off = int(f[2], 16)
+            pm.seek(start // PAGE * 8)
+            ents = pm.read((end - start) // PAGE * 8)
+            for i, (e,) in enumerate(struct.iter_unpack("<Q", ents)):
+                if e >> 63:
+                    mem.seek(start + i * PAGE)
+                    out[off + i * PAGE] = mem.read(PAGE)
+    return out
+
+
+def wait_converged(read_saved, target, t0):
+    """Polls read_saved() until it reaches target; returns (seconds, saved)."""
+    saved = 0
+    while time.monotonic() - t0 < TIMEOUT:
+        saved = read_saved()
+        if saved >= target:
+            return time.monotonic() - t0, saved
+        time.sleep(0.02)
+    return None, saved
+
+
+def ksm_phase(copies, target):
+    """KSM over anonymous copies at RATE pages/s; restores sysfs afterwards."""
+    keys = ["run", "pages_to_scan", "sleep_millisecs"]
+    saved_cfg = {k: ksm_read(k) for k in keys}
+    maps, base = [], None
+    try:
+        for pages in copies:
+            size = (max(pages) + PAGE) if pages else PAGE
+            m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            for off, data in pages.items():
+                m[off:off + PAGE] = data
+            m.madvise(mmap.MADV_MERGEABLE)
+            maps.append(m)
+        base = {k: ksm_read(k) for k in ["pages_sharing", "pages_scanned", "full_scans"]}
+        sleep_ms = 10
+        ksm_write("sleep_millisecs", sleep_ms)
+        ksm_write("pages_to_scan", max(1, RATE * sleep_ms // 1000))
+        t0 = time.monotonic()
+        ksm_write("run", 1)
+        secs, saved = wait_converged(lambda: ksm_read("pages_sharing") - base["pages_sharing"],
+                                     target, t0)
+        el = secs or (time.monotonic() - t0)
+        scanned = ksm_read("pages_scanned") - base["pages_scanned"]
+        return {"converged_s": round(secs, 3) if secs else None, "saved_pages": saved,
+                "saved_bytes": saved * PAGE, "pages_shared": ksm_read("pages_shared"),
+                "pages_scanned": scanned, "full_scans": ksm_read("full_scans") - base["full_scans"],
+                "scanned_per_s": round(scanned / el), "merged_per_s": round(saved / el),
+                "budget": {"pages_to_scan": RATE * sleep_ms // 1000, "sleep_millisecs": sleep_ms}}
+    finally:
+        for m in maps:
+            m.close()
+        # ksmd drops the stale entries of unmapped pages on its next pass: let it
+        # run until the counters are back where they were, then restore.
+        if base is not None:
+            for _ in range(200):
+                if ksm_read("pages_sharing") <= base["pages_sharing"]:
+                    break
+                time.sleep(0.05)
+        for k in ["run", "sleep_millisecs", "pages_to_scan"]:
+            ksm_write(k, saved_cfg[k])
+
+
+def memvisor_phase(target):
+    p = daemon("--fusion-rate", str(RATE))
+    t0 = time.monotonic()   # from the API answering: re-adoption done, scanner starting
+    base = mv("fusion", "status", "--json")
+    secs, saved = wait_converged(
+        lambda: mv("fusion", "status", "--json")["saved_bytes"] // PAGE, target, t0)
+    el = secs or (time.monotonic() - t0)
+    st = mv("fusion", "status", "--json")
+    scanned = st["pages_scanned"] - base["pages_scanned"]
+    return p, {"converged_s": round(secs, 3) if secs else None, "saved_pages": saved,
+               "saved_bytes": saved * PAGE, "pages_shared": st["shared"],
+               "pages_sharing": st["sharing"], "pages_scanned": scanned,
+               "full_scans": st["full_scans"], "scanned_per_s": round(scanned / el),
+               "merged_per_s": round(saved / el), "rate": RATE}
+
+
+def ops_per_s(vm, secs):
+    a = mv("vm", "show", vm, "--json")["stats"]["ops_done"]
+    t = time.monotonic()
+    time.sleep(secs)
+    b = mv("vm", "show", vm, "--json")["stats"]["ops_done"]
+    return (b - a) / (time.monotonic() - t)
+
+
+def guard_phase():
+    """memtouch ops/s with the guard checking a sensitive range vs none."""
+    mv("vm", "create", "gb", "--memory", f"{WSS_MB}M", "--workload", "memtouch", "--wss",
+       f"{WSS_MB}M", "--pattern", "random", "--rate", "0", "--fusion")
+    time.sleep(1.5)
+    off, on = [], []
+    secs = 2.0 if quick else 5.0
+    for _ in range(2 if quick else 4):
+        off.append(ops_per_s("gb", secs))
+        rid = mv("vm", "sensitive", "add", "gb", "--gpa", "0", "--len", f"{WSS_MB // 2}M",
+                 "--json")["id"]
+        time.sleep(1.2)   # the first check runs
+        on.append(ops_per_s("gb", secs))
+        mv("vm", "sensitive", "rm", "gb", str(rid))
+    g = mv("guard", "status", "--json")
+    mv("vm", "rm", "--force", "gb")
+    o, n = statistics.median(off), statistics.median(on)
+    return {"ops_s_guard_off": round(o), "ops_s_guard_on": round(n),
+            "overhead": round(1 - n / o, 4) if o else None, "checks": g.get("checks")}
+
+
+p = None
+try:
+    p = daemon("--fusion-rate", "0")
+    # One sequential pass takes 2 s; both VMs pause right after it, so their
+    # pages match except the few the second pass already rewrote.
+    want = WSS_MB * 1024 * 1024 // PAGE
+    for vm in ("k1", "k2"):
+        mv("vm", "create", vm, "--memory", f"{WSS_MB}M", "--workload", "memtouch", "--seed", "7",
+           "--wss", f"{WSS_MB}M", "--pattern", "seq", "--rate", str(want // 2), "--fusion")
+    left = ["k1", "k2"]
+    while left:
+        for vm in list(left):
+            if mv("vm", "show", vm, "--json")["stats"]["ops_done"] >= want:
+                mv("vm", "pause", vm)
+                left.remove(vm)
+        time.sleep(0.01)
+    copies = [guest_pages(mv("vm", "show", vm, "--json")["pid"], vm) for vm in ("k1", "k2")]
+    total = sum(len(c) for c in copies)
+    distinct = len({hashlib.blake2b(d, digest_size=16).digest() for c in copies
+                    for d in c.values()})
+    target = total - distinct
+    ksm = ksm_phase(copies, target)
+    del copies
+    p.terminate()
+    p.wait()
+    p, mvf = memvisor_phase(target)
+    for vm in ("k1", "k2"):
+        mv("vm", "verify", vm)
+        mv("vm", "rm", "--force", vm)
+    guard = guard_phase() if os.environ.get("BENCH_GUARD", "1") == "1" else None
+    def ratio(a, b):
+        return round(a / b, 3) if a is not None and b else None
+    print(json.dumps({
+        "bench": "fusion", "wss_mb_per_vm": WSS_MB, "vms": 2, "pages": total,
+        "mergeable_pages": target, "rate_pages_s": RATE, "memvisor": mvf, "ksm_anchor": ksm,
+        "ratios": {"converge_time_ksm_over_memvisor": ratio(ksm["converged_s"], mvf["converged_s"]),
+                   "saved_memvisor_over_ksm": ratio(mvf["saved_pages"], ksm["saved_pages"]),
+                   "scanned_per_s_memvisor_over_ksm": ratio(mvf["scanned_per_s"],
+                                                            ksm["scanned_per_s"]),
+                   "merged_per_s_memvisor_over_ksm": ratio(mvf["merged_per_s"],
+                                                           ksm["merged_per_s"])},
+        "guard": guard, "targets": {"guard_overhead": 0.05}}))
+finally:
+    if p:
+        p.terminate()
+        p.wait()
+    subprocess.run(["pkill", "-9", "-f", "--", f"--ctl {tmp}/"])
+    shutil.rmtree(tmp, ignore_errors=True)

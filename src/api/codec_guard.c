@@ -1,0 +1,117 @@
+/* The side-channel guard's API codecs: the strict decoder of POST
+ * /v1/vms/{vm}/sensitive ({"gpa": N, "len": N}) and the encoders of sensitive
+ * ranges and GET /v1/guard (SensitiveRange, GuardStatus in
+ * docs/api/openapi.yaml). Used by routes_guard.c, the CLI and the tests. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include "api_i.h"
+#include "memvisor/util.h"
+
+#define SENSITIVE_LEN_MAX (1ULL << 30)   /* the daemon keeps a frame per page */
+
+int mv_api_decode_sensitive(const char *body, size_t len, uint64_t *gpa, uint64_t *size,
+			    struct mv_error **err)
+{
+	static const char *const allowed[] = {"gpa", "len", NULL};
+	json_t *o = api_parse_object(body, len, err);
+	if (!o)
+		return -EINVAL;
+	uint64_t g = 0, l = 0;
+	int r = api_check_keys(o, allowed, "", "body", err);
+	json_t *jg = json_object_get(o, "gpa"), *jl = json_object_get(o, "len");
+	if (r == 0 && !jg)
+		r = mv_err_field(err, -EINVAL, "gpa", "gpa is required");
+	if (r == 0 && !jl)
+		r = mv_err_field(err, -EINVAL, "len", "len is required");
+	if (r == 0)
+		r = api_get_uint(jg, "gpa", 0, INT64_MAX, &g, err);
+	if (r == 0 && g % MV_PAGE_SIZE)
+		r = mv_err_field(err, -EINVAL, "gpa", "gpa must be a multiple of 4096");
+	if (r == 0)
+		r = api_get_uint(jl, "len", MV_PAGE_SIZE, SENSITIVE_LEN_MAX, &l, err);
+	if (r == 0 && l % MV_PAGE_SIZE)
+		r = mv_err_field(err, -EINVAL, "len", "len must be a multiple of 4096");
+	if (r == 0 && g + l < g)
+		r = mv_err_field(err, -EINVAL, "len", "gpa + len wraps around");
+	json_decref(o);
+	if (r == 0) {
+		*gpa = g;
+		*size = l;
+	}
+	return r;
+}
+
+static json_t *ju(uint64_t v)
+{
+	return json_integer(v > INT64_MAX ? INT64_MAX : (json_int_t)v);
+}
+
+static char *dump(json_t *o)
+{
+	if (!o)
+		return NULL;
+	char *s = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return s;
+}
+
+#define JSTR(field) api_jstr((field), sizeof(field))
+
+static json_t *range_json(const struct mv_sensitive_range *r)
+{
+	json_t *runs = json_array();
+	for (uint32_t i = 0; runs && i < r->nruns && i < MV_SENSITIVE_RUNS_MAX; i++)
+		json_array_append_new(runs, json_pack("{s:o, s:o, s:o}", "gpa", ju(r->runs[i].gpa),
+						      "pfn", ju(r->runs[i].pfn), "pages",
+						      ju(r->runs[i].pages)));
+	if (!runs)
+		return NULL;
+	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:b, s:o, s:o, s:o}", "id", ju(r->id),
+			 "vm", JSTR(r->vm), "gpa", ju(r->gpa), "len", ju(r->len), "pages",
+			 ju(r->len / MV_PAGE_SIZE), "created_at", ju(r->created_at), "locked",
+			 r->locked, "resident_pages", ju(r->resident_pages), "runs_total",
+			 ju(r->runs_total), "runs", runs);
+}
+
+char *mv_api_encode_sensitive(const struct mv_sensitive_range *r)
+{
+	return dump(range_json(r));
+}
+
+char *mv_api_encode_sensitive_list(const struct mv_sensitive_range *r, size_t n)
+{
+	json_t *arr = json_array();
+	for (size_t i = 0; arr && i < n; i++) {
+		json_t *o = range_json(&r[i]);
+		if (!o || json_array_append_new(arr, o) < 0) {
+			json_decref(arr);
+			arr = NULL;
+		}
+	}
+	return arr ? dump(json_pack("{s:o}", "ranges", arr)) : NULL;
+}
+
+char *mv_api_encode_guard(const struct mv_guard_info *g)
+{
+	json_t *arr = json_array();
+	for (size_t i = 0; arr && g->findings && i < g->nfindings; i++) {
+		const struct mv_guard_finding_info *f = &g->findings[i];
+		json_t *o = json_pack("{s:o, s:o, s:o, s:o, s:o, s:{s:o, s:o, s:o, s:o}}", "range",
+				      ju(f->range_id), "vm", JSTR(f->vm), "other_vm",
+				      JSTR(f->other_vm), "kind", JSTR(f->kind), "pages",
+				      ju(f->pages), "example", "gpa", ju(f->gpa), "pfn", ju(f->pfn),
+				      "other_gpa", ju(f->other_gpa), "other_pfn", ju(f->other_pfn));
+		if (!o || json_array_append_new(arr, o) < 0) {
+			json_decref(arr);
+			arr = NULL;
+		}
+	}
+	if (!arr)
+		return NULL;
+	return dump(json_pack("{s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o}", "colours",
+			      (json_int_t)g->colours, "row_shift", (json_int_t)g->row_shift,
+			      "llc_colours", (json_int_t)g->llc_colours, "checks", ju(g->checks),
+			      "ranges", ju(g->ranges), "protected_pages", ju(g->protected_pages),
+			      "events", ju(g->events), "findings", arr));
+}

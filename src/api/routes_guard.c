@@ -1,0 +1,108 @@
+/* Route handlers of the side-channel guard: a VM's sensitive ranges (POST,
+ * GET /v1/vms/{vm}/sensitive, DELETE /v1/vms/{vm}/sensitive/{id}) and the
+ * guard's co-residency findings (GET /v1/guard). Called by router.c. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include "api_i.h"
+
+#define NEED(be, fn, out)                                                                   \
+	do {                                                                                \
+		if (!(be)->fn) {                                                             \
+			api_resp_error(out, 500, -ENOSYS, "", "backend has no " #fn);       \
+			return;                                                              \
+		}                                                                           \
+	} while (0)
+
+static void fail(struct api_resp *out, int r, struct mv_error *e)
+{
+	api_resp_from_err(out, r, e);
+	mv_error_free(e);
+}
+
+void api_sensitive_add(const struct mv_api_backend *be, void *ctx, const char *ref,
+		       const struct api_req *rq, struct api_resp *out)
+{
+	uint64_t gpa, len;
+	struct mv_error *e = NULL;
+	int r = mv_api_decode_sensitive(rq->body, rq->len, &gpa, &len, &e);
+	if (r < 0) {
+		fail(out, r, e);
+		return;
+	}
+	NEED(be, sensitive_add, out);
+	struct mv_sensitive_range *sr = calloc(1, sizeof(*sr));
+	if (!sr) {
+		api_resp_error(out, 500, -ENOMEM, "", "out of memory");
+		return;
+	}
+	r = be->sensitive_add(ctx, ref, gpa, len, sr, &e);
+	if (r < 0)
+		fail(out, r, e);
+	else
+		api_resp_json(out, 201, mv_api_encode_sensitive(sr));
+	if (r == 0)
+		mv_error_free(e);
+	free(sr);
+}
+
+void api_sensitive_list(const struct mv_api_backend *be, void *ctx, const char *ref,
+			struct api_resp *out)
+{
+	struct mv_sensitive_range *v = NULL;
+	size_t n = 0;
+	struct mv_error *e = NULL;
+	NEED(be, sensitive_list, out);
+	int r = be->sensitive_list(ctx, ref, &v, &n, &e);
+	if (r < 0)
+		fail(out, r, e);
+	else
+		api_resp_json(out, 200, mv_api_encode_sensitive_list(v, n));
+	if (r == 0)
+		mv_error_free(e);
+	free(v);
+}
+
+void api_sensitive_remove(const struct mv_api_backend *be, void *ctx, const char *ref,
+			  const char *id, struct api_resp *out)
+{
+	size_t n = strlen(id);
+	uint64_t v = 0;
+	bool ok = n > 0 && n <= 18;
+	for (size_t i = 0; ok && i < n; i++) {
+		ok = id[i] >= '0' && id[i] <= '9';
+		v = v * 10 + (uint64_t)(id[i] - '0');
+	}
+	if (!ok) {
+		api_resp_error(out, 400, -EINVAL, "id", "\"%.32s\" is not a sensitive range id", id);
+		return;
+	}
+	struct mv_error *e = NULL;
+	NEED(be, sensitive_remove, out);
+	int r = be->sensitive_remove(ctx, ref, v, &e);
+	if (r < 0) {
+		fail(out, r, e);
+		return;
+	}
+	mv_error_free(e);
+	out->status = 204;
+	out->content_type = "application/json";
+	out->body = NULL;
+	out->len = 0;
+}
+
+void api_guard_get(const struct mv_api_backend *be, void *ctx, struct api_resp *out)
+{
+	struct mv_guard_info g;
+	struct mv_error *e = NULL;
+	NEED(be, guard_get, out);
+	memset(&g, 0, sizeof(g));
+	int r = be->guard_get(ctx, &g, &e);
+	if (r < 0)
+		fail(out, r, e);
+	else
+		api_resp_json(out, 200, mv_api_encode_guard(&g));
+	if (r == 0)
+		mv_error_free(e);
+	free(g.findings);
+}
