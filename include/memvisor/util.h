@@ -21,6 +21,9 @@ void mv_log_set_prog(const char *prog);
 
 uint64_t mv_now_ns(void);      /* CLOCK_MONOTONIC */
 uint64_t mv_wall_s(void);      /* CLOCK_REALTIME seconds */
+struct timespec;
+/* *ts = now on clk + ms: an absolute deadline for pthread_cond_timedwait. */
+void mv_deadline_ms(struct timespec *ts, int clk, unsigned ms);
 
 /* Sends len bytes plus up to 16 fds in one sendmsg (SCM_RIGHTS). Retries on
  * EINTR; returns 0 or -errno. */

@@ -3,6 +3,7 @@
 #ifndef MEMVISOR_API_I_H
 #define MEMVISOR_API_I_H
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -39,6 +40,22 @@ void api_resp_error(struct api_resp *out, int status, int code, const char *fiel
 void api_resp_from_err(struct api_resp *out, int code, const struct mv_error *e);
 /* Takes ownership of a malloc'ed JSON text (NULL means out of memory: 500). */
 void api_resp_json(struct api_resp *out, int status, char *text);
+
+/* Route handlers: a missing backend callback answers 500 (ENOSYS) instead of
+ * crashing; a backend error is mapped to its status and freed. */
+#define API_NEED(be, fn, out)                                                     \
+	do {                                                                      \
+		if (!(be)->fn) {                                                  \
+			api_resp_error(out, 500, -ENOSYS, "", "backend has no " #fn); \
+			return;                                                   \
+		}                                                                 \
+	} while (0)
+
+static inline void api_fail(struct api_resp *out, int r, struct mv_error *e)
+{
+	api_resp_from_err(out, r, e);
+	mv_error_free(e);
+}
 
 /* routes.c: the handlers; ref already validated. */
 void api_vm_list(const struct mv_api_backend *be, void *ctx, struct api_resp *out);

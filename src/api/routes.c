@@ -6,31 +6,16 @@
 #include <string.h>
 #include "api_i.h"
 
-#define NEED(be, fn, out)                                                                   \
-	do {                                                                                \
-		if (!(be)->fn) {                                                             \
-			api_resp_error(out, 500, -ENOSYS, "", "backend has no " #fn);       \
-			return;                                                              \
-		}                                                                           \
-	} while (0)
-
-/* Backend failed: map its error and free it. */
-static void fail(struct api_resp *out, int r, struct mv_error *e)
-{
-	api_resp_from_err(out, r, e);
-	mv_error_free(e);
-}
-
 void api_vm_list(const struct mv_api_backend *be, void *ctx, struct api_resp *out)
 {
 	struct mv_vm_info *vms = NULL;
 	size_t n = 0;
 	struct mv_error *e = NULL;
-	NEED(be, vm_list, out);
+	API_NEED(be, vm_list, out);
 	int r = be->vm_list(ctx, &vms, &n, &e);
 	if (r < 0) {
 		free(vms);
-		fail(out, r, e);
+		api_fail(out, r, e);
 		return;
 	}
 	mv_error_free(e);
@@ -55,14 +40,14 @@ void api_vm_create(const struct mv_api_backend *be, void *ctx, const struct api_
 	struct mv_error *e = NULL;
 	int r = mv_api_decode_vm_spec(rq->body, rq->len, &spec, &e);
 	if (r < 0) {
-		fail(out, r, e);
+		api_fail(out, r, e);
 		return;
 	}
-	NEED(be, vm_create, out);
+	API_NEED(be, vm_create, out);
 	memset(&vm, 0, sizeof(vm));
 	r = be->vm_create(ctx, &spec, &vm, &e);
 	if (r < 0) {
-		fail(out, r, e);
+		api_fail(out, r, e);
 		return;
 	}
 	mv_error_free(e);
@@ -73,11 +58,11 @@ void api_vm_get(const struct mv_api_backend *be, void *ctx, const char *ref, str
 {
 	struct mv_vm_info vm;
 	struct mv_error *e = NULL;
-	NEED(be, vm_get, out);
+	API_NEED(be, vm_get, out);
 	memset(&vm, 0, sizeof(vm));
 	int r = be->vm_get(ctx, ref, &vm, &e);
 	if (r < 0) {
-		fail(out, r, e);
+		api_fail(out, r, e);
 		return;
 	}
 	mv_error_free(e);
@@ -108,10 +93,10 @@ void api_vm_delete(const struct mv_api_backend *be, void *ctx, const char *ref,
 	struct mv_error *e = NULL;
 	if (parse_force(rq, &force, out) < 0)
 		return;
-	NEED(be, vm_delete, out);
+	API_NEED(be, vm_delete, out);
 	int r = be->vm_delete(ctx, ref, force, &e);
 	if (r < 0) {
-		fail(out, r, e);
+		api_fail(out, r, e);
 		return;
 	}
 	mv_error_free(e);
@@ -126,11 +111,11 @@ void api_vm_action(const struct mv_api_backend *be, void *ctx, const char *ref,
 {
 	struct mv_vm_info vm;
 	struct mv_error *e = NULL;
-	NEED(be, vm_action, out);
+	API_NEED(be, vm_action, out);
 	memset(&vm, 0, sizeof(vm));
 	int r = be->vm_action(ctx, ref, a, &vm, &e);
 	if (r < 0) {
-		fail(out, r, e);
+		api_fail(out, r, e);
 		return;
 	}
 	mv_error_free(e);
@@ -142,11 +127,11 @@ void api_vm_verify(const struct mv_api_backend *be, void *ctx, const char *ref,
 {
 	struct mv_verify_result vr;
 	struct mv_error *e = NULL;
-	NEED(be, vm_verify, out);
+	API_NEED(be, vm_verify, out);
 	memset(&vr, 0, sizeof(vr));
 	int r = be->vm_verify(ctx, ref, &vr, &e);
 	if (r < 0) {
-		fail(out, r, e);
+		api_fail(out, r, e);
 		return;
 	}
 	mv_error_free(e);
@@ -161,16 +146,16 @@ void api_vm_migrate(const struct mv_api_backend *be, void *ctx, const char *ref,
 	struct mv_error *e = NULL;
 	int r = mv_api_decode_migrate(rq->body, rq->len, &req, &e);
 	if (r < 0) {
-		fail(out, r, e);
+		api_fail(out, r, e);
 		return;
 	}
-	NEED(be, vm_migrate, out);
+	API_NEED(be, vm_migrate, out);
 	memset(&res, 0, sizeof(res));
 	struct mv_vm_info vm;
 	memset(&vm, 0, sizeof(vm));
 	r = be->vm_migrate(ctx, ref, &req, &res, &vm, &e);
 	if (r < 0) {
-		fail(out, r, e);
+		api_fail(out, r, e);
 		return;
 	}
 	mv_error_free(e);
@@ -189,14 +174,14 @@ void api_upgrade(const struct mv_api_backend *be, void *ctx, const struct api_re
 	struct mv_error *e = NULL;
 	int r = mv_api_decode_upgrade(rq->body, rq->len, vmm, sizeof(vmm), &e);
 	if (r < 0) {
-		fail(out, r, e);
+		api_fail(out, r, e);
 		return;
 	}
-	NEED(be, upgrade, out);
+	API_NEED(be, upgrade, out);
 	r = be->upgrade(ctx, vmm, &res, &n, &e);
 	if (r < 0) {
 		free(res);
-		fail(out, r, e);
+		api_fail(out, r, e);
 		return;
 	}
 	mv_error_free(e);
@@ -208,11 +193,11 @@ void api_host_get(const struct mv_api_backend *be, void *ctx, struct api_resp *o
 {
 	struct mv_host_info h;
 	struct mv_error *e = NULL;
-	NEED(be, host_get, out);
+	API_NEED(be, host_get, out);
 	memset(&h, 0, sizeof(h));
 	int r = be->host_get(ctx, &h, &e);
 	if (r < 0) {
-		fail(out, r, e);
+		api_fail(out, r, e);
 		return;
 	}
 	mv_error_free(e);
@@ -223,11 +208,11 @@ void api_fusion_get(const struct mv_api_backend *be, void *ctx, struct api_resp 
 {
 	struct mv_fusion_info f;
 	struct mv_error *e = NULL;
-	NEED(be, fusion_get, out);
+	API_NEED(be, fusion_get, out);
 	memset(&f, 0, sizeof(f));
 	int r = be->fusion_get(ctx, &f, &e);
 	if (r < 0) {
-		fail(out, r, e);
+		api_fail(out, r, e);
 		return;
 	}
 	mv_error_free(e);
@@ -238,11 +223,11 @@ void api_metrics(const struct mv_api_backend *be, void *ctx, struct api_resp *ou
 {
 	char *text = NULL;
 	struct mv_error *e = NULL;
-	NEED(be, metrics, out);
+	API_NEED(be, metrics, out);
 	int r = be->metrics(ctx, &text, &e);
 	if (r < 0 || !text) {
 		free(text);
-		fail(out, r < 0 ? r : -ENOMEM, e);
+		api_fail(out, r < 0 ? r : -ENOMEM, e);
 		return;
 	}
 	mv_error_free(e);

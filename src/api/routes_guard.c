@@ -6,20 +6,6 @@
 #include <string.h>
 #include "api_i.h"
 
-#define NEED(be, fn, out)                                                                   \
-	do {                                                                                \
-		if (!(be)->fn) {                                                             \
-			api_resp_error(out, 500, -ENOSYS, "", "backend has no " #fn);       \
-			return;                                                              \
-		}                                                                           \
-	} while (0)
-
-static void fail(struct api_resp *out, int r, struct mv_error *e)
-{
-	api_resp_from_err(out, r, e);
-	mv_error_free(e);
-}
-
 void api_sensitive_add(const struct mv_api_backend *be, void *ctx, const char *ref,
 		       const struct api_req *rq, struct api_resp *out)
 {
@@ -27,10 +13,10 @@ void api_sensitive_add(const struct mv_api_backend *be, void *ctx, const char *r
 	struct mv_error *e = NULL;
 	int r = mv_api_decode_sensitive(rq->body, rq->len, &gpa, &len, &e);
 	if (r < 0) {
-		fail(out, r, e);
+		api_fail(out, r, e);
 		return;
 	}
-	NEED(be, sensitive_add, out);
+	API_NEED(be, sensitive_add, out);
 	struct mv_sensitive_range *sr = calloc(1, sizeof(*sr));
 	if (!sr) {
 		api_resp_error(out, 500, -ENOMEM, "", "out of memory");
@@ -38,7 +24,7 @@ void api_sensitive_add(const struct mv_api_backend *be, void *ctx, const char *r
 	}
 	r = be->sensitive_add(ctx, ref, gpa, len, sr, &e);
 	if (r < 0)
-		fail(out, r, e);
+		api_fail(out, r, e);
 	else
 		api_resp_json(out, 201, mv_api_encode_sensitive(sr));
 	if (r == 0)
@@ -52,10 +38,10 @@ void api_sensitive_list(const struct mv_api_backend *be, void *ctx, const char *
 	struct mv_sensitive_range *v = NULL;
 	size_t n = 0;
 	struct mv_error *e = NULL;
-	NEED(be, sensitive_list, out);
+	API_NEED(be, sensitive_list, out);
 	int r = be->sensitive_list(ctx, ref, &v, &n, &e);
 	if (r < 0)
-		fail(out, r, e);
+		api_fail(out, r, e);
 	else
 		api_resp_json(out, 200, mv_api_encode_sensitive_list(v, n));
 	if (r == 0)
@@ -78,10 +64,10 @@ void api_sensitive_remove(const struct mv_api_backend *be, void *ctx, const char
 		return;
 	}
 	struct mv_error *e = NULL;
-	NEED(be, sensitive_remove, out);
+	API_NEED(be, sensitive_remove, out);
 	int r = be->sensitive_remove(ctx, ref, v, &e);
 	if (r < 0) {
-		fail(out, r, e);
+		api_fail(out, r, e);
 		return;
 	}
 	mv_error_free(e);
@@ -95,11 +81,11 @@ void api_guard_get(const struct mv_api_backend *be, void *ctx, struct api_resp *
 {
 	struct mv_guard_info g;
 	struct mv_error *e = NULL;
-	NEED(be, guard_get, out);
+	API_NEED(be, guard_get, out);
 	memset(&g, 0, sizeof(g));
 	int r = be->guard_get(ctx, &g, &e);
 	if (r < 0)
-		fail(out, r, e);
+		api_fail(out, r, e);
 	else
 		api_resp_json(out, 200, mv_api_encode_guard(&g));
 	if (r == 0)

@@ -168,12 +168,7 @@ static void *fusion_main(void *arg)
 	pthread_mutex_lock(&m->lock);
 	while (!m->fusion_quit) {
 		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += TICK_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		mv_deadline_ms(&ts, CLOCK_REALTIME, TICK_MS);
 		pthread_cond_timedwait(&m->quit_cv, &m->lock, &ts);
 		if (m->fusion_quit)
 			break;

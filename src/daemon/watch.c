@@ -89,12 +89,7 @@ static void *watch_main(void *arg)
 			guard_tick(m);
 		tick++;
 		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += TICK_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		mv_deadline_ms(&ts, CLOCK_REALTIME, TICK_MS);
 		pthread_cond_timedwait(&m->quit_cv, &m->lock, &ts);
 	}
 	pthread_mutex_unlock(&m->lock);

@@ -22,6 +22,17 @@ uint64_t mv_wall_s(void)
 	return (uint64_t)time(NULL);
 }
 
+void mv_deadline_ms(struct timespec *ts, int clk, unsigned ms)
+{
+	clock_gettime((clockid_t)clk, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
 int mv_parse_size(const char *s, uint64_t *out)
 {
 	/* Plain decimal only: strtold alone would take "nan", "0x10", "1e3", " 5". */

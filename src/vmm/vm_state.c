@@ -36,8 +36,7 @@ static void *sampler_main(void *arg)
 	uint64_t last = mv_now_ns();
 	while (!v->sampler_quit) {
 		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_sec += 1;
+		mv_deadline_ms(&ts, CLOCK_MONOTONIC, SAMPLE_NS / 1000000);
 		pthread_cond_timedwait(&v->sampler_cv, &v->lock, &ts);
 		if (v->sampler_quit)
 			break;
