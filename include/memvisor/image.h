@@ -352,11 +352,14 @@ struct mv_image_fs_config {
 	const char *upper_dir;      /* the container's writable directory */
 	const char *registry_url;   /* where the layer blobs are */
 	const char *repo;
+	const char *cache_dir;      /* host-wide shared cache, read only here; NULL: none */
 };
 
 struct mv_image_fs_stats {
 	uint64_t registry_bytes, registry_requests;   /* lazy layer reads */
 	uint64_t files_fetched, chunk_reads, copy_ups;
+	/* Files (and their bytes) served from the host-wide cache / not in it. */
+	uint64_t cache_hits, cache_misses, cache_hit_bytes;
 };
 
 /* Mounts the container's root at dir (default_permissions, not allow_other)
@@ -367,5 +370,69 @@ int mv_image_fs_mount(const char *dir, const struct mv_image_fs_config *cfg,
 void mv_image_fs_unmount(struct mv_image_fs *fs);
 /* Counters so far (safe from any thread). */
 void mv_image_fs_stats(struct mv_image_fs *fs, struct mv_image_fs_stats *out);
+
+/* ---- image references, pull, remove (src/image/pull.c) ---- */
+
+/* "host[:port]/path/name[:tag|@sha256:...]"; a missing tag is "latest". */
+struct mv_image_ref {
+	char registry[256];   /* "127.0.0.1:5000" */
+	char repo[256];       /* "test/busybox" */
+	char ref[160];        /* tag or digest */
+};
+int mv_image_ref_parse(const char *s, struct mv_image_ref *out,
+		       struct mv_error **err) MV_MUST_CHECK;
+/* "http://HOST" for loopback/localhost or when insecure, else "https://HOST". */
+void mv_image_ref_url(const struct mv_image_ref *r, int insecure, char *buf, size_t len);
+
+/* Where one host keeps its images: the chunk store (layer indexes in
+ * store_dir/indexes), the mapping database, and the shared cache. */
+struct mv_image_paths {
+	const char *store_dir;
+	const char *mapping_db;
+	const char *cache_dir;
+	int insecure;   /* plain http for non-loopback registries too */
+};
+
+struct mv_image_progress {
+	const char *phase;        /* "manifest", "index", "fetch", "done" */
+	unsigned layer, layers;   /* layer being worked on (0-based), of how many */
+	uint64_t done_bytes, total_bytes;   /* across the whole phase */
+};
+/* Called from the pulling thread; must not block for long. */
+typedef void (*mv_image_progress_cb)(void *ctx, const struct mv_image_progress *p);
+
+struct mv_image_info {
+	char name[600];                /* the canonical ref it is stored under */
+	struct mv_digest manifest;     /* image manifest digest */
+	unsigned layers;
+	uint64_t layers_bytes;         /* compressed, as in the manifest */
+	uint64_t registry_bytes;       /* fetched by this call */
+	int indexes_from_registry;     /* layer indexes fetched (1) or built here (0) */
+};
+
+/* Makes ref runnable here without fetching file contents: manifest, config,
+ * each layer's index (from the store, else published in the registry, else
+ * built by streaming the layer once and published when the registry takes
+ * it), and the image's mapping rows. Idempotent. */
+int mv_image_pull(const struct mv_image_paths *p, const char *ref, mv_image_progress_cb cb,
+		  void *ctx, struct mv_image_info *out, struct mv_error **err) MV_MUST_CHECK;
+/* Drops an image's mapping rows and chunk references; -EBUSY while a
+ * container of it exists. */
+int mv_image_remove(const struct mv_image_paths *p, const char *name,
+		    struct mv_error **err) MV_MUST_CHECK;
+
+/* ---- host-wide prepopulated cache (src/image/cache.c) ---- */
+
+struct mv_image_cache_stats {
+	uint64_t files, bytes;            /* now in the cache for this image */
+	uint64_t registry_bytes;          /* fetched by this call */
+};
+/* Pulls ref (as mv_image_pull) and fills p->cache_dir with every regular
+ * file's content, keyed by layer blob and member so any image sharing a
+ * layer hits it. Idempotent; files already cached are not fetched again. */
+int mv_image_cache_prepopulate(const struct mv_image_paths *p, const char *ref,
+			       mv_image_progress_cb cb, void *ctx,
+			       struct mv_image_cache_stats *out,
+			       struct mv_error **err) MV_MUST_CHECK;
 
 #endif
