@@ -416,6 +416,10 @@ struct mv_image_info {
  * it), and the image's mapping rows. Idempotent. */
 int mv_image_pull(const struct mv_image_paths *p, const char *ref, mv_image_progress_cb cb,
 		  void *ctx, struct mv_image_info *out, struct mv_error **err) MV_MUST_CHECK;
+/* The image's OCI config JSON as pulled (digest-checked; kept in the store
+ * by mv_image_pull). *json is malloc'ed, NUL-terminated and the caller's. */
+int mv_image_config(const struct mv_image_paths *p, const char *name, char **json,
+		    size_t *len, struct mv_error **err) MV_MUST_CHECK;
 /* Drops an image's mapping rows and chunk references; -EBUSY while a
  * container of it exists. */
 int mv_image_remove(const struct mv_image_paths *p, const char *name,
