@@ -1,7 +1,8 @@
-/* memvisor-ctr internals: the per-container shim. spec.c reads the
- * container's ctr.json (written by memvisord) and builds the OCI runtime
- * bundle's config.json from it and the image's config; main.c mounts the
- * root, runs crun and records how it ended. */
+/* memvisor-ctr internals: the per-container shim. spec.c (a small library,
+ * so tests/fuzz/ctr_image_config.c links it too) reads the container's
+ * ctr.json (written by memvisord) and builds the OCI runtime bundle's
+ * config.json from it and the image's config; main.c mounts the root, runs
+ * crun and records how it ended. */
 #ifndef MEMVISOR_CTR_I_H
 #define MEMVISOR_CTR_I_H
 
@@ -27,12 +28,16 @@ struct ctr_spec {
 	size_t ncmd, nenv;
 };
 
-int ctr_spec_load(const char *path, struct ctr_spec *out, struct mv_error **err) MV_MUST_CHECK;
-void ctr_spec_free(struct ctr_spec *s);
-/* The OCI runtime config (process from cmd or the image's Entrypoint+Cmd,
- * Env merged, WorkingDir, User) for a root at rootfs; *json malloc'ed. */
-int ctr_bundle_config(const struct ctr_spec *s, const char *image_config, size_t len,
-		      const char *rootfs, const char *hostname, char **json,
+/* Reads and validates ctr.json (parse: from a buffer, for tests and fuzzing). */
+int mv_ctr_spec_load(const char *path, struct ctr_spec *out, struct mv_error **err) MV_MUST_CHECK;
+int mv_ctr_spec_parse(const char *text, size_t len, struct ctr_spec *out,
 		      struct mv_error **err) MV_MUST_CHECK;
+void mv_ctr_spec_free(struct ctr_spec *s);
+/* The OCI runtime config (process from cmd or the image's Entrypoint+Cmd,
+ * Env merged, WorkingDir, User) for a root at rootfs; *json malloc'ed. The
+ * image config comes from a registry: every field is validated. */
+int mv_ctr_bundle_config(const struct ctr_spec *s, const char *image_config, size_t len,
+			 const char *rootfs, const char *hostname, char **json,
+			 struct mv_error **err) MV_MUST_CHECK;
 
 #endif

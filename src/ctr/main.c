@@ -146,7 +146,7 @@ static int setup(const struct ctr_spec *s, struct mv_image_fs **fs, char *bundle
 	r = mv_image_fs_mount(rootfs, &fc, fs, err);
 	if (r < 0)
 		goto out;
-	r = ctr_bundle_config(s, icfg, ilen, rootfs, s->id, &rcfg, err);
+	r = mv_ctr_bundle_config(s, icfg, ilen, rootfs, s->id, &rcfg, err);
 	if (r < 0)
 		goto out;
 	snprintf(cfgpath, sizeof(cfgpath), "%s/config.json", bundle);
@@ -188,7 +188,7 @@ int main(int argc, char **argv)
 	struct mv_error *err = NULL;
 	struct mv_image_fs *fs = NULL;
 	path_of("ctr.json", path, sizeof(path));
-	int r = ctr_spec_load(path, &s, &err);
+	int r = mv_ctr_spec_load(path, &s, &err);
 	if (r < 0) {
 		mv_log(MV_LOG_ERROR, "%s", mv_error_msg(err, r));
 		mv_error_free(err);
@@ -216,7 +216,7 @@ int main(int argc, char **argv)
 		write_stats(NULL);
 		snprintf(msg, sizeof(msg), "code -1 setup failed\n");
 		write_exit(msg);
-		ctr_spec_free(&s);
+		mv_ctr_spec_free(&s);
 		return 1;
 	}
 	path_of("pid", pidf, sizeof(pidf));
@@ -230,7 +230,7 @@ int main(int argc, char **argv)
 		mv_log(MV_LOG_ERROR, "fork: %s", strerror(-crun));
 		mv_image_fs_unmount(fs);
 		write_exit("code -1 fork failed\n");
-		ctr_spec_free(&s);
+		mv_ctr_spec_free(&s);
 		return 1;
 	}
 	mv_log(MV_LOG_INFO, "container %s: crun pid %d", s.id, (int)crun);
@@ -270,6 +270,6 @@ int main(int argc, char **argv)
 	if (logfd >= 0)
 		close(logfd);
 	write_exit(ex);
-	ctr_spec_free(&s);
+	mv_ctr_spec_free(&s);
 	return 0;
 }

@@ -66,26 +66,38 @@ static int get_strv(json_t *v, const char *field, size_t max, char ***out, size_
 	return 0;
 }
 
-int ctr_spec_load(const char *path, struct ctr_spec *out, struct mv_error **err)
+int mv_ctr_spec_load(const char *path, struct ctr_spec *out, struct mv_error **err)
 {
 	void *buf = NULL;
 	size_t len = 0;
 	int r = mv_read_file(path, CTR_SPEC_MAX, &buf, &len);
 	if (r < 0)
 		return mv_err(err, r, "read %s: %s", path, strerror(-r));
-	json_error_t je;
-	json_t *o = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
+	r = mv_ctr_spec_parse(buf, len, out, err);
 	free(buf);
-	if (!o || !json_is_object(o)) {
+	if (r < 0)
+		mv_err_prefix(err, "%s", path);
+	return r;
+}
+
+int mv_ctr_spec_parse(const char *text, size_t len, struct ctr_spec *out, struct mv_error **err)
+{
+	json_error_t je;
+	int r;
+	memset(out, 0, sizeof(*out));
+	json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+	if (!o)
+		return mv_err(err, -EINVAL, "malformed JSON at line %d, column %d: %s", je.line,
+			      je.column, je.text);
+	if (!json_is_object(o)) {
 		json_decref(o);
-		return mv_err(err, -EINVAL, "%s: not a JSON object (%s)", path, je.text);
+		return mv_err(err, -EINVAL, "not a JSON object");
 	}
 	static const char *const keys[] = {"id", "image", "mapping_db", "store_dir", "cache_dir",
 					   "registry_url", "repo", "crun", "insecure", "network",
 					   "stop_grace_ms", "cmd", "env", NULL};
 	const char *k;
 	json_t *v;
-	memset(out, 0, sizeof(*out));
 	json_object_foreach(o, k, v) {
 		const char *const *a = keys;
 		while (*a && strcmp(*a, k))
@@ -140,7 +152,7 @@ int ctr_spec_load(const char *path, struct ctr_spec *out, struct mv_error **err)
 out:
 	json_decref(o);
 	if (r < 0)
-		ctr_spec_free(out);
+		mv_ctr_spec_free(out);
 	return r;
 }
 
@@ -151,7 +163,7 @@ static void strv_free(char **v)
 	free(v);
 }
 
-void ctr_spec_free(struct ctr_spec *s)
+void mv_ctr_spec_free(struct ctr_spec *s)
 {
 	strv_free(s->cmd);
 	strv_free(s->env);
@@ -258,8 +270,8 @@ static json_t *mount_j(const char *dest, const char *type, const char *src, cons
 			 "options", o);
 }
 
-int ctr_bundle_config(const struct ctr_spec *s, const char *image_config, size_t len,
-		      const char *rootfs, const char *hostname, char **out, struct mv_error **err)
+int mv_ctr_bundle_config(const struct ctr_spec *s, const char *image_config, size_t len,
+			 const char *rootfs, const char *hostname, char **out, struct mv_error **err)
 {
 	json_error_t je;
 	json_t *img = json_loadb(image_config, len, 0, &je);
