@@ -35,7 +35,9 @@ int mv_ctr_spec_parse(const char *text, size_t len, struct ctr_spec *out,
 void mv_ctr_spec_free(struct ctr_spec *s);
 /* The OCI runtime config (process from cmd or the image's Entrypoint+Cmd,
  * Env merged, WorkingDir, User) for a root at rootfs; *json malloc'ed. The
- * image config comes from a registry: every field is validated. */
+ * image config comes from a registry: every field is validated, a bad one is
+ * -EBADMSG naming it. A User name is looked up in rootfs/etc/passwd, resolved
+ * inside rootfs (a symlink cannot point the lookup at a host file). */
 int mv_ctr_bundle_config(const struct ctr_spec *s, const char *image_config, size_t len,
 			 const char *rootfs, const char *hostname, char **json,
 			 struct mv_error **err) MV_MUST_CHECK;

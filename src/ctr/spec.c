@@ -3,10 +3,16 @@
  * the image's OCI config (Entrypoint, Cmd, Env, WorkingDir, User), which is
  * validated here too: it comes from a registry. */
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <linux/openat2.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include "memvisor/util.h"
 #include "ctr_i.h"
 
@@ -118,9 +124,9 @@ int mv_ctr_spec_parse(const char *text, size_t len, struct ctr_spec *out, struct
 	    (r = get_str(o, "crun", true, true, out->crun, sizeof(out->crun), err)) < 0 ||
 	    (r = get_str(o, "network", true, false, net, sizeof(net), err)) < 0)
 		goto out;
-	for (const char *c = out->id; *c; c++)
+	for (const char *c = out->id; *c || c == out->id; c++)
 		if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-')) {
-			r = mv_err_field(err, -EINVAL, "id", "id must be [a-z0-9-]");
+			r = mv_err_field(err, -EINVAL, "id", "id must be 1..63 of [a-z0-9-]");
 			goto out;
 		}
 	if (strcmp(net, "host") && strcmp(net, "none")) {
@@ -177,12 +183,14 @@ static int add_strings(json_t *args, json_t *arr, const char *field, struct mv_e
 	if (!arr || json_is_null(arr))
 		return 0;
 	if (!json_is_array(arr) || json_array_size(arr) > CTR_ARGS_MAX)
-		return mv_err_field(err, -EINVAL, field, "image config %s must be an array of strings", field);
+		return mv_err_field(err, -EBADMSG, field,
+				    "image config %s must be an array of at most %d strings", field,
+				    CTR_ARGS_MAX);
 	size_t i;
 	json_t *s;
 	json_array_foreach(arr, i, s) {
 		if (!json_is_string(s) || strlen(json_string_value(s)) != json_string_length(s))
-			return mv_err_field(err, -EINVAL, field, "image config %s[%zu] is not a string",
+			return mv_err_field(err, -EBADMSG, field, "image config %s[%zu] is not a string",
 					    field, i);
 		json_array_append(args, s);
 	}
@@ -211,51 +219,154 @@ static void env_set(json_t *env, const char *kv)
 	json_array_append_new(env, json_string(kv));
 }
 
+/* A uid or gid: 1..10 decimal digits below 0x7fffffff. */
+static bool id_num(const char *p, size_t n, long *out)
+{
+	long v = 0;
+	if (n == 0 || n > 10)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return false;
+		v = v * 10 + (p[i] - '0');
+	}
+	if (v >= 0x7fffffff)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* The image's /etc/passwd (NUL-terminated, *len bytes). It is opened inside
+ * rootfs (openat2 RESOLVE_IN_ROOT), so an absolute symlink or ".." in the
+ * image resolves within it rather than to a host file; without openat2 no
+ * component may be a symlink. Only a regular file of at most PASSWD_MAX is
+ * read: a FIFO or a device would hang or flood the shim. */
+#define PASSWD_MAX (1u << 20)
+static int read_passwd(const char *rootfs, char **buf, size_t *len)
+{
+	*buf = NULL;
+	*len = 0;
+	int root = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (root < 0)
+		return -errno;
+	struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
+			       .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+	int fd = (int)syscall(SYS_openat2, root, "etc/passwd", &how, sizeof(how));
+	if (fd < 0 && errno == ENOSYS) {
+		int etc = openat(root, "etc", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		fd = etc < 0 ? -1 : openat(etc, "passwd", O_RDONLY | O_CLOEXEC | O_NOCTTY |
+					   O_NONBLOCK | O_NOFOLLOW);
+		int e = errno;
+		if (etc >= 0)
+			close(etc);
+		errno = e;
+	}
+	int r = fd < 0 ? -errno : 0;
+	close(root);
+	if (r < 0)
+		return r;
+	struct stat st;
+	char *b = NULL;
+	size_t have = 0;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > PASSWD_MAX) {
+		r = -EBADMSG;
+		goto out;
+	}
+	b = malloc((size_t)st.st_size + 1);
+	if (!b) {
+		r = -ENOMEM;
+		goto out;
+	}
+	while (have < (size_t)st.st_size) {
+		ssize_t n = read(fd, b + have, (size_t)st.st_size - have);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;  /* shrank: what was read is the file */
+		have += (size_t)n;
+	}
+	b[have] = '\0';
+	*buf = b;
+	*len = have;
+	b = NULL;
+out:
+	free(b);
+	close(fd);
+	return r;
+}
+
+/* name's entry in passwd text ("name:pw:uid:gid:..."; empty fields are
+ * fields): 1 found, 0 absent, -EBADMSG its uid or gid is not a number. */
+static int passwd_lookup(const char *t, size_t len, const char *name, long *uid, long *gid)
+{
+	size_t nl = strlen(name);
+	const char *end = t + len;
+	while (t < end) {
+		const char *eol = memchr(t, '\n', (size_t)(end - t));
+		if (!eol)
+			eol = end;
+		const char *f[4];
+		size_t fl[4];
+		int nf = 0;
+		for (const char *p = t; nf < 4;) {
+			const char *c = memchr(p, ':', (size_t)(eol - p));
+			f[nf] = p;
+			fl[nf++] = (size_t)((c ? c : eol) - p);
+			if (!c)
+				break;
+			p = c + 1;
+		}
+		if (nf == 4 && fl[0] == nl && !memcmp(f[0], name, nl))
+			return id_num(f[2], fl[2], uid) && id_num(f[3], fl[3], gid) ? 1 : -EBADMSG;
+		t = eol + 1;
+	}
+	return 0;
+}
+
 /* "uid[:gid]" numbers, or a name looked up in the image's /etc/passwd. */
+#define USER_MAX 255
 static int parse_user(const char *user, const char *rootfs, long *uid, long *gid,
 		      struct mv_error **err)
 {
 	*uid = *gid = 0;
 	if (!user || !*user)
 		return 0;
-	char u[256], *colon, *end;
+	if (strlen(user) > USER_MAX)
+		return mv_err_field(err, -EBADMSG, "User", "image User is longer than %d bytes",
+				    USER_MAX);
+	char u[USER_MAX + 1], *colon;
 	snprintf(u, sizeof(u), "%s", user);
 	colon = strchr(u, ':');
 	if (colon)
 		*colon++ = '\0';
-	errno = 0;
-	long n = strtol(u, &end, 10);
-	if (*u && !*end && !errno && n >= 0 && n < 0x7fffffff) {
-		*uid = *gid = n;
+	if (id_num(u, strlen(u), uid)) {
+		*gid = *uid;
 	} else if (!strcmp(u, "root")) {
 		*uid = *gid = 0;
+	} else if (!*u) {
+		return mv_err_field(err, -EBADMSG, "User", "image User '%.64s' has an empty user name",
+				    user);
 	} else {
-		char path[PATH_MAX + 16], line[1024];
-		snprintf(path, sizeof(path), "%s/etc/passwd", rootfs);
-		FILE *f = fopen(path, "re");
-		bool found = false;
-		while (f && fgets(line, sizeof(line), f)) {
-			char *name = strtok(line, ":"), *pw = strtok(NULL, ":");
-			char *us = strtok(NULL, ":"), *gs = strtok(NULL, ":");
-			if (name && pw && us && gs && !strcmp(name, u)) {
-				*uid = strtol(us, NULL, 10);
-				*gid = strtol(gs, NULL, 10);
-				found = *uid >= 0 && *gid >= 0;
-				break;
-			}
-		}
-		if (f)
-			fclose(f);
-		if (!found)
-			return mv_err_field(err, -EINVAL, "User", "image user '%.64s' is not in its /etc/passwd", u);
+		char *pw;
+		size_t plen;
+		int r = read_passwd(rootfs, &pw, &plen);
+		if (r < 0)
+			return mv_err_field(err, -EBADMSG, "User",
+					    "image user '%.64s' needs the image's /etc/passwd: %s", u,
+					    r == -EBADMSG ? "not a regular file of at most 1 MiB"
+							  : strerror(-r));
+		r = passwd_lookup(pw, plen, u, uid, gid);
+		free(pw);
+		if (r == 0)
+			return mv_err_field(err, -EBADMSG, "User",
+					    "image user '%.64s' is not in its /etc/passwd", u);
+		if (r < 0)
+			return mv_err_field(err, -EBADMSG, "User",
+					    "image user '%.64s' has a bad uid or gid in its /etc/passwd", u);
 	}
-	if (colon) {
-		errno = 0;
-		n = strtol(colon, &end, 10);
-		if (!*colon || *end || errno || n < 0 || n >= 0x7fffffff)
-			return mv_err_field(err, -EINVAL, "User", "image group '%.64s' must be numeric", colon);
-		*gid = n;
-	}
+	if (colon && !id_num(colon, strlen(colon), gid))
+		return mv_err_field(err, -EBADMSG, "User",
+				    "image group '%.64s' must be a number below 2147483647", colon);
 	return 0;
 }
 
@@ -277,8 +388,13 @@ int mv_ctr_bundle_config(const struct ctr_spec *s, const char *image_config, siz
 	json_t *img = json_loadb(image_config, len, 0, &je);
 	json_t *args = json_array(), *env = json_array(), *spec = NULL;
 	int r;
-	if (!img || !json_is_object(img)) {
-		r = mv_err(err, -EBADMSG, "image config is not a JSON object (%s)", je.text);
+	if (!img) {
+		r = mv_err(err, -EBADMSG, "image config is malformed JSON at line %d, column %d: %s",
+			   je.line, je.column, je.text);
+		goto out;
+	}
+	if (!json_is_object(img)) {
+		r = mv_err(err, -EBADMSG, "image config is not a JSON object");
 		goto out;
 	}
 	json_t *c = json_object_get(img, "config");
@@ -299,13 +415,22 @@ int mv_ctr_bundle_config(const struct ctr_spec *s, const char *image_config, siz
 		r = mv_err_field(err, -EINVAL, "cmd", "no command given and the image has no Entrypoint or Cmd");
 		goto out;
 	}
+	/* crun would only say it cannot exec "": name where the empty program came from. */
+	if (json_string_length(json_array_get(args, 0)) == 0) {
+		json_t *ep = json_object_get(c, "Entrypoint");
+		const char *f = s->ncmd ? "cmd" : json_array_size(ep) ? "Entrypoint" : "Cmd";
+		r = mv_err_field(err, s->ncmd ? -EINVAL : -EBADMSG, f,
+				 "%s%s[0], the program to run, is empty", s->ncmd ? "" : "image config ", f);
+		goto out;
+	}
 	json_array_append_new(env, json_string("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
 	json_t *ie = json_object_get(c, "Env");
 	if (ie && !json_is_null(ie)) {
 		size_t i;
 		json_t *e;
 		if (!json_is_array(ie) || json_array_size(ie) > CTR_ENV_MAX) {
-			r = mv_err_field(err, -EBADMSG, "Env", "image config Env must be an array");
+			r = mv_err_field(err, -EBADMSG, "Env",
+					 "image config Env must be an array of at most %d strings", CTR_ENV_MAX);
 			goto out;
 		}
 		json_array_foreach(ie, i, e) {
@@ -337,8 +462,9 @@ int mv_ctr_bundle_config(const struct ctr_spec *s, const char *image_config, siz
 		goto out;
 	}
 	json_t *uj = json_object_get(c, "User");
-	if (uj && !json_is_null(uj) && !json_is_string(uj)) {
-		r = mv_err_field(err, -EBADMSG, "User", "image User must be a string");
+	if (uj && !json_is_null(uj) &&
+	    (!json_is_string(uj) || strlen(json_string_value(uj)) != json_string_length(uj))) {
+		r = mv_err_field(err, -EBADMSG, "User", "image User must be a string without NUL");
 		goto out;
 	}
 	long uid, gid;
