@@ -68,7 +68,8 @@ static void strv_free(char **v, size_t n)
 	free(v);
 }
 
-/* An array of at most max strings, each 1..MV_CTR_ARG_MAX-1 bytes without NUL. */
+/* An array of at most max strings, each under MV_CTR_ARG_MAX bytes without
+ * NUL (kv: KEY=VALUE with a non-empty KEY). */
 static int get_strv(json_t *v, const char *field, size_t max, bool kv, char ***out, size_t *n,
 		    struct mv_error **err)
 {
@@ -91,7 +92,8 @@ static int get_strv(json_t *v, const char *field, size_t max, bool kv, char ***o
 		if (!json_is_string(s) || json_string_length(s) >= MV_CTR_ARG_MAX ||
 		    strlen(str) != json_string_length(s) || (kv && (!strchr(str, '=') || str[0] == '='))) {
 			strv_free(vec, i);
-			return mv_err_field(err, -EINVAL, f, kv ? "%s must be a KEY=VALUE string"
+			return mv_err_field(err, -EINVAL, f, kv ?
+					    "%s must be a KEY=VALUE string (non-empty KEY) without NUL under %d bytes"
 					    : "%s must be a string without NUL under %d bytes", f,
 					    MV_CTR_ARG_MAX);
 		}
@@ -165,17 +167,25 @@ int mv_api_decode_prepopulate(const char *body, size_t len, char ***refs, size_t
 		r = mv_err_field(err, -EINVAL, "images", "images must be an array of 1..64 image references");
 	size_t cnt = r == 0 ? json_array_size(v) : 0;
 	char **vec = r == 0 ? calloc(cnt + 1, sizeof(*vec)) : NULL;
+	if (r == 0 && !vec)
+		r = mv_err(err, -ENOMEM, "out of memory");
 	for (size_t i = 0; r == 0 && i < cnt; i++) {
 		json_t *s = json_array_get(v, i);
 		if (!json_is_string(s) || json_string_length(s) > MV_IMAGE_NAME_MAX ||
 		    strlen(json_string_value(s)) != json_string_length(s) ||
 		    !mv_api_image_name_valid(json_string_value(s))) {
+			char f[32];
+			snprintf(f, sizeof(f), "images[%zu]", i);
+			r = mv_err_field(err, -EINVAL, f,
+					 "%s must be an image reference like host:port/repo:tag (1..%d printable characters)",
+					 f, MV_IMAGE_NAME_MAX);
+		} else if (!(vec[i] = strdup(json_string_value(s)))) {
+			r = mv_err(err, -ENOMEM, "out of memory");
+		}
+		if (r < 0) {
 			strv_free(vec, i);
 			vec = NULL;
-			r = mv_err_field(err, -EINVAL, "images", "images[%zu] is not an image reference", i);
-			break;
 		}
-		vec[i] = strdup(json_string_value(s));
 	}
 	json_decref(o);
 	if (r == 0) {

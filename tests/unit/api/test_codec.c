@@ -501,7 +501,7 @@ static void test_ctr_codecs(void **state)
 	free(refs);
 	static const struct bad bad_pp[] = {
 		{"{}", "images"}, {"{\"images\":[]}", "images"}, {"{\"images\":\"r.io/a\"}", "images"},
-		{"{\"images\":[\"ok.io/a\",\" bad\"]}", "images"}, {"{\"images\":[1]}", "images"},
+		{"{\"images\":[\"ok.io/a\",\" bad\"]}", "images[1]"}, {"{\"images\":[1]}", "images[0]"},
 	};
 	for (size_t i = 0; i < sizeof(bad_pp) / sizeof(bad_pp[0]); i++) {
 		assert_int_equal(mv_api_decode_prepopulate(bad_pp[i].json, strlen(bad_pp[i].json), &refs,
