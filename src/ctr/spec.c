@@ -109,7 +109,7 @@ int mv_ctr_spec_parse(const char *text, size_t len, struct ctr_spec *out, struct
 		while (*a && strcmp(*a, k))
 			a++;
 		if (!*a) {
-			r = mv_err_field(err, -EINVAL, k, "unknown field \"%.64s\"", k);
+			r = mv_err_field(err, -EINVAL, *k ? k : "ctr.json", "unknown field \"%.64s\"", k);
 			goto out;
 		}
 	}

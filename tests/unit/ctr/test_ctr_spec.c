@@ -181,6 +181,7 @@ static void test_spec_parse(void **state)
 	} bad[] = {
 		{"\"mv-1a\"", "\"\"", "id"}, {"\"mv-1a\"", "\"MV\"", "id"}, {"\"/m\"", "\"m\"", "mapping_db"},
 		{"\"none\"", "\"bridge\"", "network"}, {"[\"sh\"]", "[1]", "cmd"}, {"\"a\",", "\"a\",\"x\":1,", "x"},
+		{"\"a\",", "\"a\",\"\":1,", "ctr.json"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		char buf[512];
