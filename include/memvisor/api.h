@@ -184,6 +184,86 @@ struct mv_handover_result {
 	char message[256];           /* why it failed and where the VM is, "" when ok */
 };
 
+/* ---- container images, containers, the shared cache (routes_ctr.c) ---- */
+
+#define MV_IMAGE_NAME_MAX 511   /* "host[:port]/repo[:tag|@digest]" */
+#define MV_CTR_ARGS_MAX 256
+#define MV_CTR_ARG_MAX 4096
+
+/* An image this host pulled or is pulling: GET /v1/images/{name}. */
+struct mv_image_status {
+	char name[MV_IMAGE_NAME_MAX + 1]; /* canonical reference */
+	char state[16];               /* pulling, ready, failed */
+	char phase[16];               /* manifest, index, fetch, done ("" when queued) */
+	uint32_t layer, layers;
+	uint64_t done_bytes, total_bytes;
+	char manifest[80];            /* "sha256:..." once known */
+	uint64_t layers_bytes;        /* compressed, as in the manifest */
+	uint64_t registry_bytes;      /* fetched by its pulls */
+	uint64_t pulled_at;           /* unix seconds of the last successful pull */
+	uint32_t containers;          /* containers of it on this host */
+	char error[256];              /* why the pull failed */
+};
+
+/* POST /v1/containers body. cmd/env are malloc'ed vectors (mv_api_ctr_spec_free). */
+struct mv_ctr_spec {
+	char name[MV_NAME_MAX + 1];   /* "" = generated */
+	char image[MV_IMAGE_NAME_MAX + 1];
+	char **cmd;                   /* empty: the image's Entrypoint + Cmd */
+	size_t ncmd;
+	char **env;                   /* KEY=VALUE */
+	size_t nenv;
+};
+void mv_api_ctr_spec_free(struct mv_ctr_spec *s);
+
+enum mv_ctr_state { MV_CTR_CREATED, MV_CTR_RUNNING, MV_CTR_EXITED, MV_CTR__COUNT };
+const char *mv_ctr_state_name(enum mv_ctr_state s);
+
+/* A container's root filesystem counters, from its shim's stats.json. */
+struct mv_ctr_fs_stats {
+	uint64_t registry_bytes, registry_requests, files_fetched, chunk_reads, copy_ups;
+	uint64_t cache_hits, cache_misses, cache_hit_bytes;
+};
+
+struct mv_ctr_info {
+	char id[MV_ID_LEN + 1];
+	char name[MV_NAME_MAX + 1];
+	char image[MV_IMAGE_NAME_MAX + 1];
+	char command[256];            /* for display: args joined by spaces, cut */
+	enum mv_ctr_state state;
+	int32_t pid;                  /* the container's init (host pid), 0 when none */
+	int32_t shim_pid;             /* its memvisor-ctr, 0 when gone */
+	uint64_t created_at, finished_at;
+	int32_t exit_code;            /* exited: as crun reports it (-1: unknown) */
+	int32_t exit_signal;          /* exited: the shim was killed by it, 0 when none */
+	char exit_reason[128];
+	struct mv_ctr_fs_stats fs;
+};
+
+/* GET /v1/containers/{name}/logs: bytes of the log from offset. */
+struct mv_ctr_logs {
+	char *data;                   /* malloc'ed, len bytes (may hold any bytes) */
+	size_t len;
+	uint64_t offset, next_offset, size;
+	bool exited;                  /* the container has ended: nothing more will come */
+};
+
+/* GET /v1/cache: the host-wide prepopulated cache and the last prepopulate job. */
+struct mv_cache_info {
+	char dir[MV_PATH_MAX];
+	uint64_t files, bytes;        /* in the cache directory now */
+	bool job;                     /* a prepopulate job was started */
+	char state[16];               /* running, done, failed */
+	uint32_t image_index, images; /* image being worked on, of how many */
+	char current[MV_IMAGE_NAME_MAX + 1];
+	char phase[16];
+	uint32_t layer, layers;
+	uint64_t done_bytes, total_bytes;
+	uint64_t job_files, job_bytes, job_registry_bytes;
+	char error[256];
+	uint64_t hits, misses, hit_bytes;   /* summed over this host's containers */
+};
+
 /* Implemented by memvisord. Every call returns 0 or -errno with *err set;
  * errors map to HTTP as: -EINVAL 400, -ENOENT 404, -EEXIST/-EBUSY 409,
  * -ENOSPC 422 (does not fit), -E2BIG 413, unreachable peer (-EHOSTUNREACH,
@@ -223,6 +303,30 @@ struct mv_api_backend {
 	int (*sensitive_remove)(void *ctx, const char *ref, uint64_t id, struct mv_error **err);
 	/* Runs a co-residency check now and reports it (out->findings malloc'ed). */
 	int (*guard_get)(void *ctx, struct mv_guard_info *out, struct mv_error **err);
+	/* Images: start a pull on a worker (returns at once, *out queued or
+	 * already pulled), list (*out malloc'ed), show, remove (-EBUSY while a
+	 * container uses it). */
+	int (*image_pull)(void *ctx, const char *ref, struct mv_image_status *out,
+			  struct mv_error **err);
+	int (*image_list)(void *ctx, struct mv_image_status **out, size_t *n, struct mv_error **err);
+	int (*image_get)(void *ctx, const char *name, struct mv_image_status *out,
+			 struct mv_error **err);
+	int (*image_remove)(void *ctx, const char *name, struct mv_error **err);
+	/* Starts filling the shared cache with refs on a worker (-EBUSY while one runs). */
+	int (*cache_prepopulate)(void *ctx, char *const *refs, size_t n, struct mv_cache_info *out,
+				 struct mv_error **err);
+	int (*cache_get)(void *ctx, struct mv_cache_info *out, struct mv_error **err);
+	/* Containers: create and start (pulling the image first if needed). */
+	int (*ctr_create)(void *ctx, const struct mv_ctr_spec *spec, struct mv_ctr_info *out,
+			  struct mv_error **err);
+	int (*ctr_list)(void *ctx, struct mv_ctr_info **out, size_t *n, struct mv_error **err);
+	int (*ctr_get)(void *ctx, const char *ref, struct mv_ctr_info *out, struct mv_error **err);
+	int (*ctr_stop)(void *ctx, const char *ref, struct mv_ctr_info *out, struct mv_error **err);
+	/* force: stop a running container first; else -EBUSY while it runs. */
+	int (*ctr_delete)(void *ctx, const char *ref, bool force, struct mv_error **err);
+	/* Log bytes from offset; waits up to wait_ms for more while it runs. */
+	int (*ctr_logs)(void *ctx, const char *ref, uint64_t offset, uint32_t wait_ms,
+			struct mv_ctr_logs *out, struct mv_error **err);
 	/* Prometheus text exposition; *text malloc'ed, caller frees. */
 	int (*metrics)(void *ctx, char **text, struct mv_error **err);
 };
@@ -264,6 +368,20 @@ int mv_api_decode_sensitive(const char *body, size_t len, uint64_t *gpa, uint64_
 char *mv_api_encode_sensitive(const struct mv_sensitive_range *r);
 char *mv_api_encode_sensitive_list(const struct mv_sensitive_range *r, size_t n);
 char *mv_api_encode_guard(const struct mv_guard_info *g);
+/* POST /v1/images {"ref"}, POST /v1/containers, POST /v1/cache/prepopulate
+ * {"images": [...]} bodies (strict, errors name the field). refs: malloc'ed
+ * vector of *n malloc'ed strings. */
+int mv_api_decode_image_pull(const char *body, size_t len, char *ref, size_t cap,
+			     struct mv_error **err) MV_MUST_CHECK;
+int mv_api_decode_ctr_spec(const char *body, size_t len, struct mv_ctr_spec *out,
+			   struct mv_error **err) MV_MUST_CHECK;
+int mv_api_decode_prepopulate(const char *body, size_t len, char ***refs, size_t *n,
+			      struct mv_error **err) MV_MUST_CHECK;
+/* An image reference as the API accepts it: 1..511 printable ASCII, no spaces. */
+bool mv_api_image_name_valid(const char *s);
+char *mv_api_encode_image(const struct mv_image_status *im);
+char *mv_api_encode_ctr(const struct mv_ctr_info *c);
+char *mv_api_encode_cache(const struct mv_cache_info *c);
 /* Validates a VM name: ^[a-z0-9][a-z0-9_.-]{0,62}$ (ids are valid names too). */
 bool mv_api_name_valid(const char *name);
 /* JSON text of a VM / host / verify result / error; malloc'ed, the caller

@@ -3,7 +3,9 @@
  * offsets plus resume points, for lazy fetches by Range request).
  * Implemented in src/image/; used by the image tests and tools, later by the
  * daemon. Builds and tests with no daemon running. Formats:
- * docs/formats/chunk-store.md, docs/formats/layer-index.md. */
+ * docs/formats/chunk-store.md, docs/formats/layer-index.md (also the indexes
+ * published in the registry), docs/formats/image-store.md (pulled images),
+ * docs/formats/image-cache.md (the host-wide cache). */
 #ifndef MEMVISOR_IMAGE_H
 #define MEMVISOR_IMAGE_H
 
@@ -124,6 +126,19 @@ typedef int (*mv_blob_sink)(void *ctx, const void *data, size_t len);
 int mv_registry_read_blob(struct mv_registry *r, const struct mv_digest *d, uint64_t off,
 			  uint64_t len, mv_blob_sink sink, void *ctx,
 			  struct mv_error **err) MV_MUST_CHECK;
+/* One manifest as the registry stores it, by tag or digest (digest
+ * checked), not parsed and no index followed (for artifacts such as the
+ * published layer indexes). content_type (may be NULL) gets the reply's. */
+int mv_registry_get_raw_manifest(struct mv_registry *r, const char *ref, void **data, size_t *len,
+				 char *content_type, size_t ct_cap, struct mv_error **err) MV_MUST_CHECK;
+/* Uploads a blob (HEAD first: nothing is sent when the registry has it;
+ * else POST /blobs/uploads/ then one PUT ?digest=). *out gets its digest.
+ * -EACCES when the registry refuses the push. */
+int mv_registry_put_blob(struct mv_registry *r, const void *data, size_t len, struct mv_digest *out,
+			 struct mv_error **err) MV_MUST_CHECK;
+/* PUTs a manifest of media_type under ref (a tag or its digest). */
+int mv_registry_put_manifest(struct mv_registry *r, const char *ref, const char *media_type,
+			     const void *data, size_t len, struct mv_error **err) MV_MUST_CHECK;
 /* Body bytes received from the registry so far (all requests). */
 uint64_t mv_registry_bytes_received(const struct mv_registry *r);
 uint64_t mv_registry_requests(const struct mv_registry *r);
@@ -301,6 +316,10 @@ int mv_mapping_add_image(struct mv_mapping *m, const char *name,
 			 struct mv_layer_index *const *layers, size_t n, int64_t *image_id,
 			 struct mv_error **err) MV_MUST_CHECK;
 int mv_mapping_find_image(struct mv_mapping *m, const char *name, int64_t *image_id) MV_MUST_CHECK;
+/* Deletes an image's rows (-EBUSY while it has containers). *unused (the
+ * caller's) gets the layer blobs no other image lists. */
+int mv_mapping_drop_image(struct mv_mapping *m, int64_t image_id, struct mv_digest **unused,
+			  size_t *n_unused, struct mv_error **err) MV_MUST_CHECK;
 /* The image's layer blob digests, bottom first; *blobs is the caller's. */
 int mv_mapping_image_layers(struct mv_mapping *m, int64_t image_id, struct mv_digest **blobs,
 			    size_t *n, struct mv_error **err) MV_MUST_CHECK;
@@ -322,11 +341,13 @@ int mv_mapping_get(struct mv_mapping *m, int64_t ctr, uint64_t ino,
 /* Children of parent sorted by name; *ents is the caller's (NULL if none). */
 int mv_mapping_readdir(struct mv_mapping *m, int64_t ctr, uint64_t parent,
 		       struct mv_map_dirent **ents, size_t *n) MV_MUST_CHECK;
-/* A file's chunk digests (*d the caller's), -ENOENT if not fetched yet. */
+/* A file's chunk digests (*d the caller's; an all-zero digest is a chunk
+ * not fetched yet: large files arrive chunk by chunk), -ENOENT if none. */
 int mv_mapping_chunks(struct mv_mapping *m, int64_t ctr, uint64_t ino, struct mv_digest **d,
 		      size_t *n) MV_MUST_CHECK;
-/* Records a fetched file's chunks on the rows ctr sees for ino (the image's
- * rows too, so other containers find them) and in ctr's chunk list. */
+/* Records a file's chunks (zero digests: not fetched yet) on the rows ctr
+ * sees for ino (the image's rows too, so other containers find them) and the
+ * fetched ones in ctr's chunk list. */
 int mv_mapping_set_chunks(struct mv_mapping *m, int64_t ctr, uint64_t ino,
 			  const struct mv_digest *d, size_t n) MV_MUST_CHECK;
 /* Every chunk ctr recorded (for its chunk-store reference set). */
@@ -352,11 +373,15 @@ struct mv_image_fs_config {
 	const char *upper_dir;      /* the container's writable directory */
 	const char *registry_url;   /* where the layer blobs are */
 	const char *repo;
+	const char *cache_dir;      /* host-wide shared cache, read only here; NULL: none */
 };
 
 struct mv_image_fs_stats {
 	uint64_t registry_bytes, registry_requests;   /* lazy layer reads */
 	uint64_t files_fetched, chunk_reads, copy_ups;
+	/* Files opened from the host-wide cache / not in it; bytes of the
+	 * cache's chunks read. */
+	uint64_t cache_hits, cache_misses, cache_hit_bytes;
 };
 
 /* Mounts the container's root at dir (default_permissions, not allow_other)
@@ -367,5 +392,78 @@ int mv_image_fs_mount(const char *dir, const struct mv_image_fs_config *cfg,
 void mv_image_fs_unmount(struct mv_image_fs *fs);
 /* Counters so far (safe from any thread). */
 void mv_image_fs_stats(struct mv_image_fs *fs, struct mv_image_fs_stats *out);
+
+/* ---- image references, pull, remove (src/image/pull.c) ---- */
+
+/* "host[:port]/path/name[:tag|@sha256:...]"; a missing tag is "latest".
+ * The registry is required (the first component must contain '.' or ':' or
+ * be "localhost"); with both a tag and a digest the digest wins. An image is
+ * stored under its canonical name "host[:port]/path/name@sha256:<manifest
+ * hex>" (mv_image_info.name); the other calls take that or a ref pulled here. */
+struct mv_image_ref {
+	char registry[256];   /* "127.0.0.1:5000" */
+	char repo[256];       /* "test/busybox" */
+	char ref[160];        /* tag or digest */
+};
+int mv_image_ref_parse(const char *s, struct mv_image_ref *out,
+		       struct mv_error **err) MV_MUST_CHECK;
+/* "http://HOST" for loopback/localhost or when insecure, else "https://HOST". */
+void mv_image_ref_url(const struct mv_image_ref *r, int insecure, char *buf, size_t len);
+
+/* Where one host keeps its images: the chunk store (layer indexes in
+ * store_dir/indexes), the mapping database, and the shared cache. */
+struct mv_image_paths {
+	const char *store_dir;
+	const char *mapping_db;
+	const char *cache_dir;
+	int insecure;   /* plain http for non-loopback registries too */
+};
+
+struct mv_image_progress {
+	const char *phase;        /* "manifest", "index", "fetch", "done" */
+	unsigned layer, layers;   /* layer being worked on (0-based), of how many */
+	uint64_t done_bytes, total_bytes;   /* across the whole phase */
+};
+/* Called from the pulling thread; must not block for long. */
+typedef void (*mv_image_progress_cb)(void *ctx, const struct mv_image_progress *p);
+
+struct mv_image_info {
+	char name[600];                /* the canonical ref it is stored under */
+	struct mv_digest manifest;     /* image manifest digest */
+	unsigned layers;
+	uint64_t layers_bytes;         /* compressed, as in the manifest */
+	uint64_t registry_bytes;       /* fetched by this call */
+	int indexes_from_registry;     /* layer indexes fetched (1) or built here (0) */
+	uint64_t layer_bytes;          /* layer blob bytes streamed to build indexes */
+};
+
+/* Makes ref runnable here without fetching file contents: manifest, config,
+ * each layer's index (from the store or the shared cache, else published in
+ * the registry, else built by streaming the layer once and published when
+ * the registry takes it), and the image's mapping rows. Idempotent. */
+int mv_image_pull(const struct mv_image_paths *p, const char *ref, mv_image_progress_cb cb,
+		  void *ctx, struct mv_image_info *out, struct mv_error **err) MV_MUST_CHECK;
+/* The image's OCI config JSON as pulled (digest-checked; kept in the store
+ * by mv_image_pull). *json is malloc'ed, NUL-terminated and the caller's. */
+int mv_image_config(const struct mv_image_paths *p, const char *name, char **json,
+		    size_t *len, struct mv_error **err) MV_MUST_CHECK;
+/* Drops an image's mapping rows and chunk references; -EBUSY while a
+ * container of it exists. */
+int mv_image_remove(const struct mv_image_paths *p, const char *name,
+		    struct mv_error **err) MV_MUST_CHECK;
+
+/* ---- host-wide prepopulated cache (src/image/cache.c) ---- */
+
+struct mv_image_cache_stats {
+	uint64_t files, bytes;            /* now in the cache for this image */
+	uint64_t registry_bytes;          /* fetched by this call */
+};
+/* Pulls ref (as mv_image_pull) and fills p->cache_dir with every regular
+ * file's content, keyed by layer blob and member so any image sharing a
+ * layer hits it. Idempotent; files already cached are not fetched again. */
+int mv_image_cache_prepopulate(const struct mv_image_paths *p, const char *ref,
+			       mv_image_progress_cb cb, void *ctx,
+			       struct mv_image_cache_stats *out,
+			       struct mv_error **err) MV_MUST_CHECK;
 
 #endif

@@ -83,6 +83,29 @@ void api_sensitive_remove(const struct mv_api_backend *be, void *ctx, const char
 			  const char *id, struct api_resp *out);
 void api_guard_get(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
 void api_metrics(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
+/* ?force=true|false|1|0 (absent: false); a bad value answers 400 and returns -EINVAL. */
+int api_parse_force(const struct api_req *rq, bool *force, struct api_resp *out);
+/* routes_ctr.c: images, containers and the shared cache. */
+void api_image_pull(const struct mv_api_backend *be, void *ctx, const struct api_req *rq,
+		    struct api_resp *out);
+void api_image_list(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
+void api_image_get(const struct mv_api_backend *be, void *ctx, const char *name,
+		   struct api_resp *out);
+void api_image_remove(const struct mv_api_backend *be, void *ctx, const char *name,
+		      struct api_resp *out);
+void api_cache_prepopulate(const struct mv_api_backend *be, void *ctx, const struct api_req *rq,
+			   struct api_resp *out);
+void api_cache_get(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
+void api_ctr_create(const struct mv_api_backend *be, void *ctx, const struct api_req *rq,
+		    struct api_resp *out);
+void api_ctr_list(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
+/* stop: POST .../stop, else GET. */
+void api_ctr_get(const struct mv_api_backend *be, void *ctx, const char *ref, bool stop,
+		 struct api_resp *out);
+void api_ctr_delete(const struct mv_api_backend *be, void *ctx, const char *ref,
+		    const struct api_req *rq, struct api_resp *out);
+void api_ctr_logs(const struct mv_api_backend *be, void *ctx, const char *ref,
+		  const struct api_req *rq, struct api_resp *out);
 
 /* codec_vm.c, shared by the other decoders: rejects keys of o not in allowed
  * (NULL-terminated) naming prefix+key; reads an integer within [min, max]. */
@@ -92,6 +115,12 @@ int api_get_uint(json_t *v, const char *field, uint64_t min, uint64_t max, uint6
 		 struct mv_error **err);
 /* codec_migrate.c: parses body as a JSON object (errors name "body"). */
 json_t *api_parse_object(const char *body, size_t len, struct mv_error **err);
+
+/* codec_ctr.c */
+json_t *api_image_json(const struct mv_image_status *im);
+json_t *api_ctr_json(const struct mv_ctr_info *c);
+/* {"data": base64 of the bytes, "offset", "next_offset", "size", "exited"} */
+char *api_encode_ctr_logs(const struct mv_ctr_logs *l);
 
 /* encode.c */
 json_t *api_vm_json(const struct mv_vm_info *vm);

@@ -10,6 +10,7 @@
 enum route_id {
 	R_HOST, R_VMS, R_VM, R_VM_PAUSE, R_VM_RESUME, R_VM_STOP, R_VM_VERIFY, R_VM_MIGRATE,
 	R_VM_SENSITIVE, R_VM_SENSITIVE_ONE, R_UPGRADE, R_METRICS, R_FUSION, R_GUARD,
+	R_IMAGES, R_IMAGE, R_CACHE, R_CACHE_PREPOP, R_CTRS, R_CTR, R_CTR_STOP, R_CTR_LOGS,
 };
 
 /* Methods as a bit set; HEAD rides along with GET (MHD drops the body). */
@@ -35,6 +36,14 @@ static const struct route routes[] = {
 	[R_METRICS] = {M_GET, 0},
 	[R_FUSION] = {M_GET, 0},
 	[R_GUARD] = {M_GET, 0},
+	[R_IMAGES] = {M_GET | M_POST, M_POST},
+	[R_IMAGE] = {M_GET | M_DELETE, 0},
+	[R_CACHE] = {M_GET, 0},
+	[R_CACHE_PREPOP] = {M_POST, M_POST},
+	[R_CTRS] = {M_GET | M_POST, M_POST},
+	[R_CTR] = {M_GET | M_DELETE, 0},
+	[R_CTR_STOP] = {M_POST, 0},
+	[R_CTR_LOGS] = {M_GET, 0},
 };
 
 static const char *const vm_actions[] = {
@@ -51,6 +60,10 @@ static const char *const templates[] = {
 	[R_METRICS] = "/metrics", [R_FUSION] = "/v1/fusion",
 	[R_VM_SENSITIVE] = "/v1/vms/{vm}/sensitive", [R_VM_SENSITIVE_ONE] = "/v1/vms/{vm}/sensitive/{id}",
 	[R_GUARD] = "/v1/guard",
+	[R_IMAGES] = "/v1/images", [R_IMAGE] = "/v1/images/{name}", [R_CACHE] = "/v1/cache",
+	[R_CACHE_PREPOP] = "/v1/cache/prepopulate", [R_CTRS] = "/v1/containers",
+	[R_CTR] = "/v1/containers/{ctr}", [R_CTR_STOP] = "/v1/containers/{ctr}/stop",
+	[R_CTR_LOGS] = "/v1/containers/{ctr}/logs",
 };
 
 void mv_api_routes_each(void (*fn)(const char *method, const char *path, void *arg), void *arg)
@@ -84,6 +97,46 @@ static void allow_header(unsigned methods, char *buf, size_t len)
 		strncat(buf, *buf ? ", DELETE" : "DELETE", len - strlen(buf) - 1);
 }
 
+/* Images, cache and containers: -2 when path is none of theirs. An image
+ * name is the rest of the path (it holds '/' and ':'; clients escape them),
+ * pointed at by *sub; a container ref is copied into ref like a VM's. */
+static int match_ctr(const char *path, char *ref, size_t reflen, bool *ref_ok, const char **sub)
+{
+	static const char images[] = "/v1/images/", ctrs[] = "/v1/containers/";
+	if (strcmp(path, "/v1/images") == 0)
+		return R_IMAGES;
+	if (strcmp(path, "/v1/cache") == 0)
+		return R_CACHE;
+	if (strcmp(path, "/v1/cache/prepopulate") == 0)
+		return R_CACHE_PREPOP;
+	if (strcmp(path, "/v1/containers") == 0)
+		return R_CTRS;
+	if (strncmp(path, images, sizeof(images) - 1) == 0) {
+		*sub = path + sizeof(images) - 1;
+		return **sub ? R_IMAGE : -1;
+	}
+	if (strncmp(path, ctrs, sizeof(ctrs) - 1) != 0)
+		return -2;
+	const char *seg = path + sizeof(ctrs) - 1;
+	const char *slash = strchr(seg, '/');
+	size_t n = slash ? (size_t)(slash - seg) : strlen(seg);
+	if (n == 0)
+		return -1;
+	if (n >= reflen) {
+		*ref_ok = false;
+		n = reflen - 1;
+	}
+	memcpy(ref, seg, n);
+	ref[n] = '\0';
+	if (!slash)
+		return R_CTR;
+	if (strcmp(slash, "/stop") == 0)
+		return R_CTR_STOP;
+	if (strcmp(slash, "/logs") == 0)
+		return R_CTR_LOGS;
+	return -1;
+}
+
 /* Matches path; on /v1/vms/{vm}[/action] stores the ref segment (bounded copy;
  * ref_ok false when it is too long to be valid), on .../sensitive/{id} points
  * *sub at the id. Returns -1 when no route. */
@@ -104,6 +157,9 @@ static int match(const char *path, char *ref, size_t reflen, bool *ref_ok, const
 		return R_FUSION;
 	if (strcmp(path, "/v1/guard") == 0)
 		return R_GUARD;
+	int c = match_ctr(path, ref, reflen, ref_ok, sub);
+	if (c != -2)
+		return c;
 	if (strncmp(path, vms, sizeof(vms) - 1) != 0)
 		return -1;
 	const char *seg = path + sizeof(vms) - 1;
@@ -169,6 +225,14 @@ void api_route(const struct mv_api_backend *be, void *ctx, const struct api_req 
 		api_resp_error(out, 400, -EINVAL, "vm", "\"%.64s\" is not a valid VM id or name", ref);
 		return;
 	}
+	if (id >= R_CTR && id <= R_CTR_LOGS && (!ref_ok || !mv_api_name_valid(ref))) {
+		api_resp_error(out, 400, -EINVAL, "ctr", "\"%.64s\" is not a valid container id or name", ref);
+		return;
+	}
+	if (id == R_IMAGE && !mv_api_image_name_valid(sub)) {
+		api_resp_error(out, 400, -EINVAL, "name", "\"%.64s\" is not a valid image name", sub);
+		return;
+	}
 	if ((rt->body_methods & m) && rq->content_type && !is_json(rq->content_type)) {
 		api_resp_error(out, 415, -EINVAL, "Content-Type",
 			       "Content-Type must be application/json, not \"%.64s\"", rq->content_type);
@@ -232,6 +296,42 @@ void api_route(const struct mv_api_backend *be, void *ctx, const struct api_req 
 		return;
 	case R_GUARD:
 		api_guard_get(be, ctx, out);
+		return;
+	case R_IMAGES:
+		if (m == M_GET)
+			api_image_list(be, ctx, out);
+		else
+			api_image_pull(be, ctx, rq, out);
+		return;
+	case R_IMAGE:
+		if (m == M_GET)
+			api_image_get(be, ctx, sub, out);
+		else
+			api_image_remove(be, ctx, sub, out);
+		return;
+	case R_CACHE:
+		api_cache_get(be, ctx, out);
+		return;
+	case R_CACHE_PREPOP:
+		api_cache_prepopulate(be, ctx, rq, out);
+		return;
+	case R_CTRS:
+		if (m == M_GET)
+			api_ctr_list(be, ctx, out);
+		else
+			api_ctr_create(be, ctx, rq, out);
+		return;
+	case R_CTR:
+		if (m == M_GET)
+			api_ctr_get(be, ctx, ref, false, out);
+		else
+			api_ctr_delete(be, ctx, ref, rq, out);
+		return;
+	case R_CTR_STOP:
+		api_ctr_get(be, ctx, ref, true, out);
+		return;
+	case R_CTR_LOGS:
+		api_ctr_logs(be, ctx, ref, rq, out);
 		return;
 	}
 }

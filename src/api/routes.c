@@ -70,7 +70,7 @@ void api_vm_get(const struct mv_api_backend *be, void *ctx, const char *ref, str
 }
 
 /* ?force=true|false|1|0; absent means false; anything else is a 400. */
-static int parse_force(const struct api_req *rq, bool *force, struct api_resp *out)
+int api_parse_force(const struct api_req *rq, bool *force, struct api_resp *out)
 {
 	const char *v = NULL;
 	*force = false;
@@ -91,7 +91,7 @@ void api_vm_delete(const struct mv_api_backend *be, void *ctx, const char *ref,
 {
 	bool force;
 	struct mv_error *e = NULL;
-	if (parse_force(rq, &force, out) < 0)
+	if (api_parse_force(rq, &force, out) < 0)
 		return;
 	API_NEED(be, vm_delete, out);
 	int r = be->vm_delete(ctx, ref, force, &e);

@@ -90,5 +90,11 @@ int mv_cli_cmd_metrics(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_daemon(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_vm_migrate(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_upgrade(const struct mv_cli *cli, int argc, char **argv);
+int mv_cli_cmd_image(const struct mv_cli *cli, int argc, char **argv);
+int mv_cli_cmd_cache(const struct mv_cli *cli, int argc, char **argv);
+int mv_cli_cmd_container(const struct mv_cli *cli, int argc, char **argv);
+/* cmd_image.c: one line of a progress object (phase, layer, layers,
+ * done_bytes, total_bytes) as a bar on stderr, redrawn in place; only on a tty. */
+void mv_cli_progress(const char *label, const json_t *p, bool tty);
 
 #endif

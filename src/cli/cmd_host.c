@@ -1,7 +1,9 @@
 /* `memvisor host` (GET /v1/host: capacity, usage, kernel features) and
  * `memvisor metrics` (GET /metrics, Prometheus text passed through raw). */
+#include <errno.h>
 #include <getopt.h>
 #include <string.h>
+#include <unistd.h>
 #include "memvisor/util.h"
 #include "cli_i.h"
 
@@ -107,9 +109,19 @@ int mv_cli_cmd_metrics(const struct mv_cli *cli, int argc, char **argv)
 	ret = MV_CLI_FAIL;
 	if (mv_cli_call(cli, "GET", "/metrics", NULL, MV_CLI_TIMEOUT_SHORT, false, &r))
 		goto out;
-	if (fwrite(r.body, 1, r.len, stdout) != r.len) {
-		mv_cli_err("error writing output");
-		goto out;
+	/* One write(2), not stdio's 4 KiB pieces: the text (a few KiB) then sits
+	 * in the pipe at once, so `memvisor metrics | grep -q X` never makes us
+	 * write to a reader that already left (EPIPE). */
+	fflush(stdout);
+	for (size_t off = 0; off < r.len;) {
+		ssize_t n = write(STDOUT_FILENO, r.body + off, r.len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			mv_cli_err("error writing output: %s", strerror(errno));
+			goto out;
+		}
+		off += (size_t)n;
 	}
 	ret = MV_CLI_OK;
 out:

@@ -25,6 +25,10 @@ static const char usage[] =
 	"  vm sensitive add|ls|rm VM  mark guest ranges sensitive (side-channel guard)\n"
 	"  fusion status            page fusion: pages shared, memory saved\n"
 	"  guard status             side-channel guard: other VMs' data in sensitive ranges\n"
+	"  image pull|ls|rm ...     container images (pulled lazily: no file data up front)\n"
+	"  container run IMAGE [CMD...]  run a command in a new container, stream its output\n"
+	"  container ls|show|stop|rm|logs ...  manage containers\n"
+	"  cache prepopulate IMAGE...  fill the host-wide shared cache; cache status\n"
 	"  metrics                  Prometheus metrics, raw\n"
 	"  help [COMMAND]           show help for a command\n"
 	"\n"
@@ -54,6 +58,12 @@ static int dispatch(const struct mv_cli *cli, int argc, char **argv)
 		return mv_cli_cmd_daemon(cli, argc, argv);
 	if (strcmp(cmd, "upgrade") == 0)
 		return mv_cli_cmd_upgrade(cli, argc, argv);
+	if (strcmp(cmd, "image") == 0)
+		return mv_cli_cmd_image(cli, argc, argv);
+	if (strcmp(cmd, "container") == 0)
+		return mv_cli_cmd_container(cli, argc, argv);
+	if (strcmp(cmd, "cache") == 0)
+		return mv_cli_cmd_cache(cli, argc, argv);
 	if (strcmp(cmd, "help") == 0) {
 		if (argc < 2) {
 			fputs(usage, stdout);

@@ -36,7 +36,13 @@ struct daemon_cfg {
 	uint64_t fusion_rate;        /* pages/s the fusion scanner reads at most; 0 = off */
 	uint32_t guard_colours;      /* guard's cache-colour check: LLC colours, 0 = off */
 	uint32_t guard_row_shift;    /* guard's DRAM-row check: PFN >> shift, 0 = off */
+	const char *image_cache;     /* host-wide shared cache dir; NULL: <state>/cache */
+	bool insecure_registry;      /* plain http to non-loopback registries */
+	const char *ctr_path;        /* memvisor-ctr binary */
+	const char *crun_path;       /* crun binary */
 };
+
+struct ctrmgr;
 
 struct vmmgr {
 	struct daemon_cfg cfg;
@@ -57,6 +63,7 @@ struct vmmgr {
 	pthread_t fusion_thread;
 	bool fusion_running, fusion_quit;
 	struct guard *guard;         /* guard.c: sensitive ranges, co-residency findings */
+	struct ctrmgr *ctr;          /* ctrmgr.c: images, containers, the shared cache */
 };
 
 /* state.c */
@@ -152,6 +159,29 @@ int guard_sensitive_list(void *ctx, const char *ref, struct mv_sensitive_range *
 			 struct mv_error **err);
 int guard_sensitive_remove(void *ctx, const char *ref, uint64_t id, struct mv_error **err);
 int guard_get(void *ctx, struct mv_guard_info *out, struct mv_error **err);
+
+/* ctrmgr.c: containers (one memvisor-ctr shim each), with images.c (pulls,
+ * the shared cache) and ctr_state.c (their SQLite rows). Own lock; never
+ * takes the VM manager's. init after state_open; re-adopts running shims. */
+int ctr_init(struct vmmgr *m, struct mv_error **err);
+/* Stops the watcher, waits for pull workers; containers keep running. */
+void ctr_fini(struct vmmgr *m);
+void ctr_metrics(struct vmmgr *m, FILE *f);
+int ctr_create(void *ctx, const struct mv_ctr_spec *spec, struct mv_ctr_info *out,
+	       struct mv_error **err);
+int ctr_list(void *ctx, struct mv_ctr_info **out, size_t *n, struct mv_error **err);
+int ctr_get(void *ctx, const char *ref, struct mv_ctr_info *out, struct mv_error **err);
+int ctr_stop(void *ctx, const char *ref, struct mv_ctr_info *out, struct mv_error **err);
+int ctr_delete(void *ctx, const char *ref, bool force, struct mv_error **err);
+int ctr_logs(void *ctx, const char *ref, uint64_t offset, uint32_t wait_ms,
+	     struct mv_ctr_logs *out, struct mv_error **err);
+int image_pull(void *ctx, const char *ref, struct mv_image_status *out, struct mv_error **err);
+int image_list(void *ctx, struct mv_image_status **out, size_t *n, struct mv_error **err);
+int image_get(void *ctx, const char *name, struct mv_image_status *out, struct mv_error **err);
+int image_remove(void *ctx, const char *name, struct mv_error **err);
+int cache_prepopulate(void *ctx, char *const *refs, size_t n, struct mv_cache_info *out,
+		      struct mv_error **err);
+int cache_get(void *ctx, struct mv_cache_info *out, struct mv_error **err);
 
 /* metrics.c */
 char *metrics_render(struct vmmgr *m);

@@ -31,7 +31,12 @@ static void usage(FILE *f)
 		"  --guard-colours N|auto  side-channel guard: flag other VMs' frames of a sensitive\n"
 		"                       range's cache colours (N colours, a power of two; auto: this\n"
 		"                       host's LLC; default 0: off)\n"
-		"  --guard-row-shift N  ... and of its DRAM-row neighbourhoods (PFN >> N; default 0: off)\n");
+		"  --guard-row-shift N  ... and of its DRAM-row neighbourhoods (PFN >> N; default 0: off)\n"
+		"  --image-cache DIR    host-wide shared image cache, may be shared by several daemons\n"
+		"                       (default: <state-dir>/cache)\n"
+		"  --insecure-registry  plain http to registries that are not on loopback\n"
+		"  --ctr PATH           memvisor-ctr (container shim) binary (default: next to memvisord)\n"
+		"  --crun PATH          the OCI runtime containers run with (default /usr/bin/crun)\n");
 }
 
 /* Next to memvisord when installed, ../vmm/ in the build tree. */
@@ -61,6 +66,10 @@ int main(int argc, char **argv)
 		{"fusion-rate", required_argument, NULL, 'f'},
 		{"guard-colours", required_argument, NULL, 'c'},
 		{"guard-row-shift", required_argument, NULL, 'r'},
+		{"image-cache", required_argument, NULL, 'C'},
+		{"insecure-registry", no_argument, NULL, 'I'},
+		{"ctr", required_argument, NULL, 'T'},
+		{"crun", required_argument, NULL, 'R'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -105,6 +114,10 @@ int main(int argc, char **argv)
 			*(o == 'c' ? &cfg.guard_colours : &cfg.guard_row_shift) = (uint32_t)v;
 			break;
 		}
+		case 'C': cfg.image_cache = optarg; break;
+		case 'I': cfg.insecure_registry = true; break;
+		case 'T': cfg.ctr_path = optarg; break;
+		case 'R': cfg.crun_path = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -155,6 +168,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "memvisord: %s\n", mv_error_msg(err, r));
 		return 1;
 	}
+	r = ctr_init(&mgr, &err);
+	if (r < 0) {
+		fprintf(stderr, "memvisord: containers: %s\n", mv_error_msg(err, r));
+		return 1;
+	}
 	r = fusion_start(&mgr, &err);
 	if (r < 0) {
 		fprintf(stderr, "memvisord: %s\n", mv_error_msg(err, r));
@@ -191,6 +209,7 @@ int main(int argc, char **argv)
 	fusion_stop(&mgr);
 	watch_stop(&mgr);
 	migration_listen_stop(&mgr);
+	ctr_fini(&mgr);
 	vmmgr_fini(&mgr);
 	fusion_fini(&mgr);
 	return 0;

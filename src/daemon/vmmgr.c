@@ -494,6 +494,10 @@ const struct mv_api_backend vmmgr_backend = {
 	.vm_migrate = vm_migrate, .upgrade = upgrade, .fusion_get = fusion_get,
 	.sensitive_add = guard_sensitive_add, .sensitive_list = guard_sensitive_list,
 	.sensitive_remove = guard_sensitive_remove, .guard_get = guard_get,
+	.image_pull = image_pull, .image_list = image_list, .image_get = image_get,
+	.image_remove = image_remove, .cache_prepopulate = cache_prepopulate, .cache_get = cache_get,
+	.ctr_create = ctr_create, .ctr_list = ctr_list, .ctr_get = ctr_get, .ctr_stop = ctr_stop,
+	.ctr_delete = ctr_delete, .ctr_logs = ctr_logs,
 };
 
 /* Re-adopts a VM whose VMM kept running while the daemon was down: reconnect,

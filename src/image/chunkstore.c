@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,7 +24,6 @@
 
 struct mv_chunkstore {
 	char *dir;
-	uint64_t tmp_seq;
 };
 
 int mv_chunkstore_open(const char *dir, struct mv_chunkstore **out, struct mv_error **err)
@@ -96,8 +96,15 @@ int mv_chunkstore_put(struct mv_chunkstore *cs, const void *data, size_t len,
 	int rc = mv_mkdir_p(dirp, 0700);
 	if (rc < 0)
 		return mv_err(err, rc, "chunk store: creating %s", dirp);
-	snprintf(tmp, sizeof(tmp), "%s/tmp/%d.%llu", cs->dir, (int)getpid(),
-		 (unsigned long long)cs->tmp_seq++);
+	/* pid + a process-wide counter: unique among this process's handles;
+	 * the random part covers a pid reused while an old temp file lingers. */
+	static uint64_t seq;
+	uint64_t salt;
+	if (getrandom(&salt, sizeof(salt), 0) != sizeof(salt))
+		salt = mv_now_ns();
+	snprintf(tmp, sizeof(tmp), "%s/tmp/%d.%llu.%016llx", cs->dir, (int)getpid(),
+		 (unsigned long long)__atomic_fetch_add(&seq, 1, __ATOMIC_RELAXED),
+		 (unsigned long long)salt);
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return mv_err(err, -errno, "chunk store: creating %s", tmp);

@@ -1,63 +1,30 @@
 /* A container's root over FUSE (libfuse3 low-level API), served from its
  * mapping table (mapping.c): lookup, getattr, readdir and readlink are table
- * queries and fetch nothing; the first open of a regular file fetches its
- * bytes (chunk store first, else the layer by Range requests through its
- * gzip index), stores them as chunks, records them in the table and the
- * container's chunk reference set, and reads are served from the chunks.
+ * queries and fetch nothing; opening a regular file finds its chunks
+ * (fetch.c: local store, host-wide cache, else the layer by Range requests)
+ * and reads are served from them.
  * Writes go to the container's writable directory (files named by inode,
  * copied up on first write) and its own table rows. Mapping inodes are FUSE
  * inodes, so there is no inode table to keep and forget is free. One session
  * thread per mount; used by the image probe, later by the daemon. */
-#define FUSE_USE_VERSION 34
+#include "fusefs_i.h"   /* first: it sets FUSE_USE_VERSION */
 #include <errno.h>
 #include <fcntl.h>
-#include <fuse_lowlevel.h>
-#include <pthread.h>
 #include <stdio.h>
+#include <linux/fs.h>   /* RENAME_NOREPLACE */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
-#include "memvisor/image.h"
 #include "memvisor/util.h"
 
-#define FETCH_GROUP 8   /* chunks inflated per layer read: fewer restarts */
 #define TIMEOUT 1.0
-
-struct mv_image_fs {
-	struct fuse_session *se;
-	pthread_t thread;
-	int running;
-	struct mv_mapping *map;
-	int64_t ctr;
-	char refname[64];
-	struct mv_chunkstore *cs;
-	struct mv_registry *reg;
-	size_t n_layers;
-	struct mv_layer_index **idx;
-	struct mv_digest *blobs;
-	int upper_fd;
-	/* Counters read by other threads (atomics). */
-	uint64_t reg_bytes, reg_reqs, fetched, chunk_reads, copy_ups;
-};
-
-/* An open file: an upper file's fd, or a fetched file's chunks. */
-struct handle {
-	int fd;
-	struct mv_digest *chunks;
-	size_t n;
-	uint64_t size;
-	void *cache;          /* the last chunk read */
-	size_t cache_len, cache_idx;
-};
 
 struct dirlist {
 	struct mv_map_dirent *ents;
 	size_t n;
 };
-
-static void bump(uint64_t *c, uint64_t by) { __atomic_add_fetch(c, by, __ATOMIC_RELAXED); }
 
 static void upper_name(uint64_t ino, char out[32]) { snprintf(out, 32, "%llx", (unsigned long long)ino); }
 
@@ -98,116 +65,6 @@ static void reply_node(fuse_req_t req, struct mv_image_fs *fs, const struct mv_m
 	fuse_reply_entry(req, &e);
 }
 
-/* ---- fetching a file's bytes ---- */
-
-struct rangebuf {
-	uint8_t *p;
-	size_t have, cap;
-};
-
-static int range_sink(void *ctx, const void *d, size_t n)
-{
-	struct rangebuf *b = ctx;
-	if (n > b->cap - b->have)
-		return -EFBIG;
-	memcpy(b->p + b->have, d, n);
-	b->have += n;
-	return 0;
-}
-
-struct fetchctx {
-	struct mv_image_fs *fs;
-	const struct mv_digest *blob;
-};
-
-static int reg_fetch(void *ctx, uint64_t off, void *buf, size_t len, size_t *got)
-{
-	struct fetchctx *f = ctx;
-	struct rangebuf b = { buf, 0, len };
-	uint64_t b0 = mv_registry_bytes_received(f->fs->reg), r0 = mv_registry_requests(f->fs->reg);
-	int rc = mv_registry_read_blob(f->fs->reg, f->blob, off, len, range_sink, &b, NULL);
-	bump(&f->fs->reg_bytes, mv_registry_bytes_received(f->fs->reg) - b0);
-	bump(&f->fs->reg_reqs, mv_registry_requests(f->fs->reg) - r0);
-	*got = b.have;
-	return rc;
-}
-
-static int update_refs(struct mv_image_fs *fs)
-{
-	struct mv_digest *all = NULL;
-	size_t n = 0;
-	int rc = mv_mapping_ctr_chunks(fs->map, fs->ctr, &all, &n);
-	if (!rc)
-		rc = mv_chunkstore_ref_set(fs->cs, fs->refname, all, n, NULL);
-	free(all);
-	return rc;
-}
-
-/* Chunks of a regular file, fetched from its layer unless the table lists
- * chunks the store still has (another container may have fetched them). */
-static int file_chunks(struct mv_image_fs *fs, const struct mv_map_node *n, struct mv_digest **out,
-		       size_t *nout)
-{
-	struct mv_digest *d = NULL;
-	size_t k = 0;
-	int rc = mv_mapping_chunks(fs->map, fs->ctr, n->ino, &d, &k);
-	if (!rc) {
-		size_t i = 0;
-		while (i < k && mv_chunkstore_has(fs->cs, &d[i]))
-			i++;
-		if (i == k) {
-			*out = d;
-			*nout = k;
-			return 0;
-		}
-		free(d);
-	} else if (rc != -ENOENT) {
-		return rc;
-	}
-	if (n->layer < 0 || (size_t)n->layer >= fs->n_layers)
-		return -EIO;
-	k = (size_t)((n->size + MV_MAPPING_CHUNK - 1) / MV_MAPPING_CHUNK);
-	d = calloc(k ? k : 1, sizeof(*d));
-	size_t group = (size_t)FETCH_GROUP * MV_MAPPING_CHUNK;
-	uint8_t *buf = malloc(n->size < group ? (size_t)n->size + 1 : group);
-	if (!d || !buf) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	struct fetchctx fc = { fs, &fs->blobs[n->layer] };
-	for (uint64_t off = 0; off < n->size; off += group) {
-		size_t len = n->size - off < group ? (size_t)(n->size - off) : group;
-		struct mv_error *e = NULL;
-		if ((rc = mv_layer_index_read(fs->idx[n->layer], reg_fetch, &fc, n->data_off + off, buf,
-					      len, &e)) < 0) {
-			mv_log(MV_LOG_WARN, "image fs: fetching inode %llu: %s",
-			       (unsigned long long)n->ino, mv_error_msg(e, rc));
-			mv_error_free(e);
-			goto fail;
-		}
-		for (size_t c = 0; c * MV_MAPPING_CHUNK < len; c++) {
-			size_t cl = len - c * MV_MAPPING_CHUNK < MV_MAPPING_CHUNK ? len - c * MV_MAPPING_CHUNK
-										 : MV_MAPPING_CHUNK;
-			if ((rc = mv_chunkstore_put(fs->cs, buf + c * MV_MAPPING_CHUNK, cl,
-						    &d[off / MV_MAPPING_CHUNK + c], NULL)) < 0)
-				goto fail;
-		}
-	}
-	free(buf);
-	buf = NULL;
-	if ((rc = mv_mapping_set_chunks(fs->map, fs->ctr, n->ino, d, k)) < 0 ||
-	    (rc = update_refs(fs)) < 0)
-		goto fail;
-	bump(&fs->fetched, 1);
-	*out = d;
-	*nout = k;
-	return 0;
-fail:
-	free(buf);
-	free(d);
-	return rc < 0 ? rc : -EIO;
-}
-
 /* Gives ino a file in the writable directory with its current bytes (none
  * when truncating) and makes the container's row point there. */
 static int copy_up(struct mv_image_fs *fs, struct mv_map_node *n, int truncate)
@@ -219,26 +76,25 @@ static int copy_up(struct mv_image_fs *fs, struct mv_map_node *n, int truncate)
 	char nm[32], tmp[48];
 	upper_name(n->ino, nm);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", nm);
-	struct mv_digest *d = NULL;
-	size_t k = 0;
-	int rc = truncate ? 0 : file_chunks(fs, n, &d, &k);
+	struct handle h = { .fd = -1 };
+	int rc = truncate ? 0 : fsf_file_chunks(fs, n, &h);
 	if (rc < 0)
 		return rc;
 	int fd = openat(fs->upper_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0) {
-		free(d);
+		free(h.chunks);
 		return -errno;
 	}
-	for (size_t i = 0; i < k && !rc; i++) {
+	for (size_t i = 0; i < h.n && !rc; i++) {
 		void *data;
 		size_t len;
-		if ((rc = mv_chunkstore_get(fs->cs, &d[i], &data, &len, NULL)) < 0)
+		if ((rc = fsf_chunk_data(fs, &h, i, &data, &len)) < 0)
 			break;
 		if (pwrite(fd, data, len, (off_t)(i * MV_MAPPING_CHUNK)) != (ssize_t)len)
 			rc = -EIO;
 		free(data);
 	}
-	free(d);
+	free(h.chunks);
 	if (!rc && fsync(fd) < 0)
 		rc = -errno;
 	close(fd);
@@ -371,15 +227,17 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		if (n.upper)
 			rc = h->fd = open_upper(fs, n.ino, fi->flags);
 		else
-			rc = file_chunks(fs, &n, &h->chunks, &h->n);
+			rc = fsf_file_chunks(fs, &n, h);
 	}
 	if (rc < 0) {
 		free(h);
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	h->cache_idx = SIZE_MAX;
+	for (int i = 0; i < HANDLE_SLOTS; i++)
+		h->slot[i].idx = SIZE_MAX;
 	fi->fh = (uintptr_t)h;
+	fi->keep_cache = h->fd < 0;   /* a layer file's bytes never change */
 	fuse_reply_open(req, fi);
 }
 
@@ -403,25 +261,37 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		uint64_t end = (uint64_t)off + size < h->size ? (uint64_t)off + size : h->size;
 		for (uint64_t pos = (uint64_t)off; pos < end;) {
 			size_t ci = (size_t)(pos / MV_MAPPING_CHUNK);
-			if (ci != h->cache_idx) {
-				free(h->cache);
-				h->cache = NULL;
-				h->cache_idx = SIZE_MAX;
-				int rc = mv_chunkstore_get(fs->cs, &h->chunks[ci], &h->cache, &h->cache_len, NULL);
+			struct slot *sl = &h->slot[0];
+			for (int i = 0; i < HANDLE_SLOTS; i++) {
+				if (h->slot[i].idx == ci) {
+					sl = &h->slot[i];
+					break;
+				}
+				if (h->slot[i].used < sl->used)
+					sl = &h->slot[i];
+			}
+			if (sl->idx != ci) {
+				free(sl->data);
+				sl->data = NULL;
+				sl->idx = SIZE_MAX;
+				int rc = fsf_chunk_data(fs, h, ci, &sl->data, &sl->len);
 				if (rc < 0) {
 					got = rc;
 					break;
 				}
 				bump(&fs->chunk_reads, 1);
-				h->cache_idx = ci;
+				if (h->src != fs->cs)
+					bump(&fs->cache_hit_bytes, sl->len);
+				sl->idx = ci;
 			}
+			sl->used = ++h->tick;
 			size_t in = (size_t)(pos % MV_MAPPING_CHUNK);
-			size_t n = end - pos < h->cache_len - in ? (size_t)(end - pos) : h->cache_len - in;
-			if (in >= h->cache_len) {
+			if (in >= sl->len) {
 				got = -EIO;
 				break;
 			}
-			memcpy(buf + (pos - (uint64_t)off), (uint8_t *)h->cache + in, n);
+			size_t n = end - pos < sl->len - in ? (size_t)(end - pos) : sl->len - in;
+			memcpy(buf + (pos - (uint64_t)off), (uint8_t *)sl->data + in, n);
 			pos += n;
 			got += (ssize_t)n;
 		}
@@ -452,7 +322,8 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (h->fd >= 0)
 		close(h->fd);
 	free(h->chunks);
-	free(h->cache);
+	for (int i = 0; i < HANDLE_SLOTS; i++)
+		free(h->slot[i].data);
 	free(h);
 	fuse_reply_err(req, 0);
 }
@@ -505,7 +376,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	h->cache_idx = SIZE_MAX;
+	for (int i = 0; i < HANDLE_SLOTS; i++)
+		h->slot[i].idx = SIZE_MAX;
 	fi->fh = (uintptr_t)h;
 	struct fuse_entry_param e;
 	memset(&e, 0, sizeof(e));
@@ -582,26 +454,54 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	fuse_reply_err(req, -rc);
 }
 
-/* Files only: a directory's rows are keyed by its inode, and moving them is
- * a job for later (EXDEV makes mv(1) copy instead). */
+/* Is dir an ancestor of (or equal to) ino? A directory cannot move under
+ * itself. Rows name their parent's inode, so the walk is one get per level. */
+static int is_ancestor(struct mv_image_fs *fs, uint64_t dir, uint64_t ino)
+{
+	for (int depth = 0; depth < MV_TAR_MAX_PATH; depth++) {
+		struct mv_map_node p;
+		if (ino == dir)
+			return 1;
+		if (ino == MV_MAPPING_ROOT || mv_mapping_get(fs->map, fs->ctr, ino, &p) < 0)
+			return 0;
+		ino = p.parent;
+	}
+	return 1;   /* a loop in the table: refuse the move */
+}
+
+/* Moves one row: children point at their directory's inode, not its path,
+ * so renaming a directory moves its whole subtree with it. */
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 		      const char *newname, unsigned int flags)
 {
 	struct mv_image_fs *fs = FS(req);
 	struct mv_map_node n, old;
-	int rc = flags ? -EINVAL : mv_mapping_lookup(fs->map, fs->ctr, parent, name, &n);
-	if (!rc && n.type == MV_FT_DIR)
-		rc = -EXDEV;
+	struct mv_map_dirent *ents = NULL;
+	size_t k = 0;
+	int rc = flags & ~RENAME_NOREPLACE ? -EINVAL : mv_mapping_lookup(fs->map, fs->ctr, parent, name, &n);
 	if (!rc && strlen(newname) > MV_MAPPING_NAME_MAX)
 		rc = -ENAMETOOLONG;
+	if (!rc && n.type == MV_FT_DIR && is_ancestor(fs, n.ino, newparent))
+		rc = -EINVAL;
 	if (!rc && !(rc = mv_mapping_lookup(fs->map, fs->ctr, newparent, newname, &old))) {
-		if (old.type == MV_FT_DIR)
+		if (flags & RENAME_NOREPLACE)
+			rc = -EEXIST;
+		else if (old.ino == n.ino) {
+			fuse_reply_err(req, 0);   /* two links of one file: rename does nothing */
+			return;
+		} else if (old.type == MV_FT_DIR && n.type != MV_FT_DIR)
 			rc = -EISDIR;
-		else if (old.ino != n.ino)
+		else if (old.type != MV_FT_DIR && n.type == MV_FT_DIR)
+			rc = -ENOTDIR;
+		else if (old.type == MV_FT_DIR &&
+			 !(rc = mv_mapping_readdir(fs->map, fs->ctr, old.ino, &ents, &k)) && k)
+			rc = -ENOTEMPTY;
+		if (!rc)
 			rc = remove_node(fs, newparent, newname, &old);
 	} else if (rc == -ENOENT) {
 		rc = 0;
 	}
+	free(ents);
 	if (!rc) {
 		n.parent = newparent;
 		snprintf(n.name, sizeof(n.name), "%s", newname);
@@ -687,6 +587,7 @@ static void fs_free(struct mv_image_fs *fs)
 		close(fs->upper_fd);
 	mv_mapping_close(fs->map);
 	mv_chunkstore_close(fs->cs);
+	mvc_cache_close(fs->cache);
 	if (fs->reg)
 		mv_registry_close(fs->reg);
 	free(fs);
@@ -728,6 +629,12 @@ int mv_image_fs_mount(const char *dir, const struct mv_image_fs_config *cfg,
 			rc = mv_err(err, -EBADMSG, "image fs: index %s is for another blob", path);
 			goto fail;
 		}
+	}
+	if (cfg->cache_dir) {
+		struct mv_error *e = NULL;
+		if ((rc = mvc_cache_open_ro(cfg->cache_dir, &fs->cache, &e)) < 0)
+			mv_log(MV_LOG_INFO, "image fs: no shared cache: %s", mv_error_msg(e, rc));
+		mv_error_free(e);
 	}
 	if ((rc = mv_mkdir_p(cfg->upper_dir, 0700)) < 0 ||
 	    (fs->upper_fd = open(cfg->upper_dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC)) < 0) {
@@ -780,4 +687,7 @@ void mv_image_fs_stats(struct mv_image_fs *fs, struct mv_image_fs_stats *out)
 	out->files_fetched = __atomic_load_n(&fs->fetched, __ATOMIC_RELAXED);
 	out->chunk_reads = __atomic_load_n(&fs->chunk_reads, __ATOMIC_RELAXED);
 	out->copy_ups = __atomic_load_n(&fs->copy_ups, __ATOMIC_RELAXED);
+	out->cache_hits = __atomic_load_n(&fs->cache_hits, __ATOMIC_RELAXED);
+	out->cache_misses = __atomic_load_n(&fs->cache_misses, __ATOMIC_RELAXED);
+	out->cache_hit_bytes = __atomic_load_n(&fs->cache_hit_bytes, __ATOMIC_RELAXED);
 }

@@ -5,25 +5,16 @@
  * lookup is one index probe and a readdir one index range; a second index on
  * ino serves getattr (named in the queries: without statistics the planner
  * would rather scan the primary key). Used by src/image/fusefs.c and the image tests.
- *
- * The overlay is merged bottom-up in a temp table keyed by full path: a
- * whiteout or opaque marker deletes a lower subtree with one index range
- * (paths under "d/" sort in ["d/", "d0")), and a hard link copies its target
- * as the link's layer saw it. The result is the same as a top-down merge. */
+ * Building and dropping an image's rows: mapping_build.c. */
 #include <errno.h>
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "memvisor/image.h"
+#include "mapping_i.h"
 
 #define CTR_INO_BASE (1ull << 40)   /* container-created inodes start here */
-
-enum {
-	S_LOOKUP, S_GET, S_READDIR, S_CHUNKS, S_SETCHUNKS, S_CTRCHUNK, S_PUT, S_DEL, S_IMGROW,
-	S_MARK, S_NEWINO, S_COUNT
-};
 
 #define COLS "ino, parent, name, deleted, type, mode, uid, gid, nlink, rdev, size, mtime, " \
 	     "link, hardlink, layer, data_off, chunks IS NOT NULL, upper, ctr"
@@ -75,13 +66,7 @@ static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS ctr_chunks(ctr INTEGER NOT NULL, digest BLOB NOT NULL, "
 	"  PRIMARY KEY(ctr, digest)) WITHOUT ROWID;";
 
-struct mv_mapping {
-	sqlite3 *db;
-	sqlite3_stmt *st[S_COUNT];
-	int64_t image_of_ctr_id, image_of_ctr;   /* last container resolved */
-};
-
-static int db_err(struct mv_mapping *m, struct mv_error **err, const char *what)
+int mapping_db_err(struct mv_mapping *m, struct mv_error **err, const char *what)
 {
 	int code = sqlite3_errcode(m->db);
 	int rc = code == SQLITE_BUSY || code == SQLITE_LOCKED ? -EBUSY :
@@ -100,9 +85,9 @@ static sqlite3_stmt *stmt(struct mv_mapping *m, int which)
 	return m->st[which];
 }
 
-static int exec(struct mv_mapping *m, const char *sql, struct mv_error **err)
+int mapping_exec(struct mv_mapping *m, const char *sql, struct mv_error **err)
 {
-	return sqlite3_exec(m->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : db_err(m, err, sql);
+	return sqlite3_exec(m->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : mapping_db_err(m, err, sql);
 }
 
 int mv_mapping_open(const char *path, struct mv_mapping **out, struct mv_error **err)
@@ -119,7 +104,7 @@ int mv_mapping_open(const char *path, struct mv_mapping **out, struct mv_error *
 		goto fail;
 	}
 	sqlite3_busy_timeout(m->db, 10000);
-	if ((rc = exec(m, schema, err)) < 0)
+	if ((rc = mapping_exec(m, schema, err)) < 0)
 		goto fail;
 	*out = m;
 	return 0;
@@ -159,333 +144,13 @@ static int image_of(struct mv_mapping *m, int64_t ctr, int64_t *image)
 	return rc;
 }
 
-/* ---- building an image's rows ---- */
-
-struct build {
-	struct mv_mapping *m;
-	sqlite3_stmt *find, *ins, *upd, *del_one, *del_sub, *del_all;
-	struct mv_error **err;
-};
-
-static const char *const build_sql[] = {
-	"CREATE TEMP TABLE b(id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL UNIQUE, "
-	"  dir TEXT NOT NULL, name TEXT NOT NULL, grp INTEGER NOT NULL, type INTEGER NOT NULL, "
-	"  mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL, rdev INTEGER NOT NULL, "
-	"  size INTEGER NOT NULL, mtime INTEGER NOT NULL, link TEXT NOT NULL, "
-	"  hardlink TEXT NOT NULL, layer INTEGER NOT NULL, dlayer INTEGER NOT NULL, "
-	"  data_off INTEGER NOT NULL)",
-	"CREATE INDEX temp.b_grp ON b(grp)",
-};
-
-/* Splits a normalized path into its directory ("" at the top) and name. */
-static void split(const char *path, char *dir, const char **name)
-{
-	const char *slash = strrchr(path, '/');
-	if (!slash) {
-		dir[0] = 0;
-		*name = path;
-		return;
-	}
-	memcpy(dir, path, (size_t)(slash - path));
-	dir[slash - path] = 0;
-	*name = slash + 1;
-}
-
-/* Deletes path's subtree (not path) of layers below `below`; path "" is the
- * root, whose subtree is everything else. */
-static int del_subtree(struct build *b, const char *path, int below)
-{
-	char lo[MV_TAR_MAX_PATH + 2], hi[MV_TAR_MAX_PATH + 2];
-	sqlite3_stmt *s = b->del_sub;
-	sqlite3_reset(s);
-	if (!path[0]) {
-		lo[0] = 0;
-		strcpy(hi, "\xff\xff\xff\xff");   /* above every UTF-8 and raw byte path */
-	} else {
-		snprintf(lo, sizeof(lo), "%s/", path);
-		snprintf(hi, sizeof(hi), "%s0", path);   /* '0' follows '/' */
-	}
-	sqlite3_bind_text(s, 1, lo, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(s, 2, hi, (int)strlen(hi), SQLITE_STATIC);
-	sqlite3_bind_int(s, 3, below);
-	int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : db_err(b->m, b->err, "whiteout");
-	sqlite3_reset(s);
-	return rc;
-}
-
-static int del_one(struct build *b, const char *path, int below)
-{
-	sqlite3_stmt *s = b->del_one;
-	sqlite3_reset(s);
-	sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
-	sqlite3_bind_int(s, 2, below);
-	int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : db_err(b->m, b->err, "delete");
-	sqlite3_reset(s);
-	return rc;
-}
-
-/* Type of the entry at path, 0 if none; *grp gets its link group. */
-static int find(struct build *b, const char *path, int64_t *grp)
-{
-	sqlite3_stmt *s = b->find;
-	sqlite3_reset(s);
-	sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
-	int type = 0;
-	if (sqlite3_step(s) == SQLITE_ROW) {
-		type = sqlite3_column_int(s, 0);
-		if (grp)
-			*grp = sqlite3_column_int64(s, 1);
-	}
-	sqlite3_reset(s);
-	return type;
-}
-
-/* layer: the layer that wrote path (whiteouts and opaque dirs go by it);
- * dlayer: the layer holding its bytes (a hard link's target's). */
-static int insert(struct build *b, const char *path, const struct mv_tar_entry *e, int layer,
-		  int dlayer, int64_t grp, const char *hardlink)
-{
-	char dir[MV_TAR_MAX_PATH];
-	const char *name;
-	split(path, dir, &name);
-	if (strlen(name) > MV_MAPPING_NAME_MAX)
-		return mv_err(b->err, -ENAMETOOLONG, "layer %d: name too long in %s", layer, path);
-	sqlite3_stmt *s = b->ins;
-	sqlite3_reset(s);
-	sqlite3_clear_bindings(s);   /* ?4 stays NULL unless a link */
-	sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, dir, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_text(s, 3, name, -1, SQLITE_STATIC);
-	if (grp)
-		sqlite3_bind_int64(s, 4, grp);
-	sqlite3_bind_int(s, 5, e->type);
-	sqlite3_bind_int(s, 6, (int)(e->mode & 07777));
-	sqlite3_bind_int64(s, 7, e->uid);
-	sqlite3_bind_int64(s, 8, e->gid);
-	sqlite3_bind_int64(s, 9, (int64_t)e->devmajor << 32 | e->devminor);
-	sqlite3_bind_int64(s, 10, e->type == MV_FT_REG ? (int64_t)e->size : 0);
-	sqlite3_bind_int64(s, 11, e->mtime);
-	sqlite3_bind_text(s, 12, e->type == MV_FT_SYMLINK ? e->link : "", -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 13, hardlink, -1, SQLITE_STATIC);
-	sqlite3_bind_int(s, 14, layer);
-	sqlite3_bind_int(s, 15, e->type == MV_FT_REG ? dlayer : -1);
-	sqlite3_bind_int64(s, 16, (int64_t)e->data_off);
-	int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : db_err(b->m, b->err, "insert");
-	sqlite3_reset(s);
-	return rc;
-}
-
-/* Makes every ancestor of path a directory (layers may omit them). */
-static int ensure_parents(struct build *b, const char *path, int layer)
-{
-	char p[MV_TAR_MAX_PATH];
-	snprintf(p, sizeof(p), "%s", path);
-	for (char *c = strchr(p, '/'); c; c = strchr(c + 1, '/')) {
-		*c = 0;
-		int t = find(b, p, NULL), rc;
-		if (t != MV_FT_DIR) {
-			struct mv_tar_entry d = { .path = p, .link = "", .type = MV_FT_DIR, .mode = 0755 };
-			if ((t && (rc = del_one(b, p, INT_MAX)) < 0) || (rc = insert(b, p, &d, layer, layer, 0, "")) < 0)
-				return rc;
-		}
-		*c = '/';
-	}
-	return 0;
-}
-
-static int apply(struct build *b, int layer, struct mv_tar_entry *e)
-{
-	char dir[MV_TAR_MAX_PATH], target[MV_TAR_MAX_PATH];
-	const char *name;
-	int rc;
-	split(e->path, dir, &name);
-	if (!strncmp(name, ".wh.", 4)) {
-		if (!strcmp(name, ".wh..wh..opq"))
-			return del_subtree(b, dir, layer);
-		if (!strncmp(name, ".wh..wh.", 8))
-			return 0;   /* aufs bookkeeping, not content */
-		if (!name[4])
-			return mv_err(b->err, -EINVAL, "layer %d: empty whiteout in %s", layer, e->path);
-		if (snprintf(target, sizeof(target), "%s%s%s", dir, dir[0] ? "/" : "", name + 4) >=
-		    (int)sizeof(target))
-			return -ENAMETOOLONG;   /* cannot happen: target is shorter than path */
-		if ((rc = del_one(b, target, layer)) < 0)
-			return rc;
-		return del_subtree(b, target, layer);
-	}
-	if (!e->path[0])
-		return 0;
-	if ((rc = ensure_parents(b, e->path, layer)) < 0)
-		return rc;
-	int old = find(b, e->path, NULL);
-	if (old == MV_FT_DIR && e->type == MV_FT_DIR) {
-		sqlite3_stmt *s = b->upd;   /* keep the children */
-		sqlite3_reset(s);
-		sqlite3_bind_text(s, 1, e->path, -1, SQLITE_STATIC);
-		sqlite3_bind_int(s, 2, (int)(e->mode & 07777));
-		sqlite3_bind_int64(s, 3, e->uid);
-		sqlite3_bind_int64(s, 4, e->gid);
-		sqlite3_bind_int64(s, 5, e->mtime);
-		sqlite3_bind_int(s, 6, layer);
-		rc = sqlite3_step(s) == SQLITE_DONE ? 0 : db_err(b->m, b->err, "update");
-		sqlite3_reset(s);
-		return rc;
-	}
-	if (old == MV_FT_DIR && (rc = del_subtree(b, e->path, INT_MAX)) < 0)
-		return rc;
-	if (old && (rc = del_one(b, e->path, INT_MAX)) < 0)
-		return rc;
-	if (e->type != MV_FT_HARDLINK)
-		return insert(b, e->path, e, layer, layer, 0, "");
-	/* A hard link: a copy of its target as of this layer, sharing its inode. */
-	int64_t grp = 0;
-	int t = find(b, e->link, &grp);
-	if (!t || t == MV_FT_DIR)
-		return mv_err(b->err, -EINVAL, "layer %d: hard link %s to %s %s", layer, e->path,
-			      t ? "directory" : "missing", e->link);
-	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(b->m->db, "SELECT type, mode, uid, gid, rdev, size, mtime, link, "
-			       "dlayer, data_off FROM b WHERE path=?1", -1, &s, NULL) != SQLITE_OK)
-		return db_err(b->m, b->err, "hard link");
-	sqlite3_bind_text(s, 1, e->link, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) != SQLITE_ROW) {
-		sqlite3_finalize(s);
-		return db_err(b->m, b->err, "hard link");
-	}
-	char link[MV_TAR_MAX_PATH];
-	snprintf(link, sizeof(link), "%s", (const char *)sqlite3_column_text(s, 7));
-	int64_t rdev = sqlite3_column_int64(s, 4);
-	struct mv_tar_entry x = {
-		.path = e->path, .link = link, .type = (enum mv_file_type)sqlite3_column_int(s, 0),
-		.mode = (uint32_t)sqlite3_column_int(s, 1), .uid = (uint32_t)sqlite3_column_int64(s, 2),
-		.gid = (uint32_t)sqlite3_column_int64(s, 3), .devmajor = (uint32_t)(rdev >> 32),
-		.devminor = (uint32_t)rdev, .size = (uint64_t)sqlite3_column_int64(s, 5),
-		.mtime = sqlite3_column_int64(s, 6), .data_off = (uint64_t)sqlite3_column_int64(s, 9),
-	};
-	int tlayer = sqlite3_column_int(s, 8);
-	sqlite3_finalize(s);
-	return insert(b, e->path, &x, layer, tlayer, grp, e->link);
-}
-
-static int build_stmts(struct build *b)
-{
-	static const char *const q[] = {
-		"SELECT type, grp FROM b WHERE path=?1",
-		"INSERT INTO b(path, dir, name, grp, type, mode, uid, gid, rdev, size, mtime, link, "
-		"hardlink, layer, dlayer, data_off) VALUES (?1, ?2, ?3, coalesce(?4, (SELECT "
-		"coalesce(max(id), 0) + 1 FROM b), 1), ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, "
-		"?15, ?16)",
-		"UPDATE b SET mode=?2, uid=?3, gid=?4, mtime=?5, layer=?6 WHERE path=?1",
-		"DELETE FROM b WHERE path=?1 AND layer<?2",
-		"DELETE FROM b WHERE path>=?1 AND path<CAST(?2 AS TEXT) AND layer<?3",
-	};
-	sqlite3_stmt **dst[] = { &b->find, &b->ins, &b->upd, &b->del_one, &b->del_sub };
-	for (size_t i = 0; i < sizeof(q) / sizeof(q[0]); i++)
-		if (sqlite3_prepare_v2(b->m->db, q[i], -1, dst[i], NULL) != SQLITE_OK)
-			return db_err(b->m, b->err, "prepare");
-	return 0;
-}
-
-int mv_mapping_find_image(struct mv_mapping *m, const char *name, int64_t *image_id)
-{
-	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(m->db, "SELECT id FROM images WHERE name=?1", -1, &s, NULL) != SQLITE_OK)
-		return -EIO;
-	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(s) == SQLITE_ROW ? 0 : -ENOENT;
-	if (!rc)
-		*image_id = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
-	return rc;
-}
-
-int mv_mapping_add_image(struct mv_mapping *m, const char *name,
-			 struct mv_layer_index *const *layers, size_t n, int64_t *image_id,
-			 struct mv_error **err)
-{
-	if (n > MV_MANIFEST_MAX_LAYERS)
-		return mv_err(err, -EINVAL, "mapping: %zu layers", n);
-	int rc;
-	if ((rc = exec(m, "BEGIN IMMEDIATE", err)) < 0)
-		return rc;
-	if (!mv_mapping_find_image(m, name, image_id))
-		return exec(m, "COMMIT", err);
-	struct build b = { .m = m, .err = err };
-	sqlite3_stmt *s = NULL;
-	for (size_t i = 0; i < sizeof(build_sql) / sizeof(build_sql[0]); i++)
-		if ((rc = exec(m, build_sql[i], err)) < 0)
-			goto out;
-	if ((rc = build_stmts(&b)) < 0)
-		goto out;
-	struct mv_tar_entry root = { .path = "", .link = "", .type = MV_FT_DIR, .mode = 0755 };
-	if ((rc = insert(&b, "", &root, -1, -1, 0, "")) < 0)
-		goto out;
-	for (size_t l = 0; l < n; l++)
-		for (size_t i = 0; i < mv_layer_index_count(layers[l]); i++) {
-			struct mv_tar_entry e;
-			mv_layer_index_entry(layers[l], i, &e);
-			if ((rc = apply(&b, (int)l, &e)) < 0)
-				goto out;
-		}
-	if (sqlite3_prepare_v2(m->db, "INSERT INTO images(name) VALUES (?1)", -1, &s, NULL) != SQLITE_OK)
-		goto dberr;
-	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
-	if (sqlite3_step(s) != SQLITE_DONE)
-		goto dberr;
-	sqlite3_finalize(s);
-	*image_id = sqlite3_last_insert_rowid(m->db);
-	if (sqlite3_prepare_v2(m->db, "INSERT INTO layers(image, pos, blob) VALUES (?1, ?2, ?3)",
-			       -1, &s, NULL) != SQLITE_OK)
-		goto dberr;
-	for (size_t l = 0; l < n; l++) {
-		sqlite3_reset(s);
-		sqlite3_bind_int64(s, 1, *image_id);
-		sqlite3_bind_int(s, 2, (int)l);
-		sqlite3_bind_blob(s, 3, mv_layer_index_blob_digest(layers[l])->b, MV_DIGEST_LEN, SQLITE_STATIC);
-		if (sqlite3_step(s) != SQLITE_DONE)
-			goto dberr;
-	}
-	sqlite3_finalize(s);
-	/* Inodes are link groups (grp <= id, so a new row's max(id)+1 is fresh; the
-	 * root's is 1); directories report nlink 1,
-	 * which tells find(1) not to count subdirectories from it. */
-	if (sqlite3_prepare_v2(m->db, "INSERT INTO nodes(image, ctr, parent, name, ino, deleted, type, "
-			       "mode, uid, gid, nlink, rdev, size, mtime, link, hardlink, layer, data_off, "
-			       "upper) SELECT ?1, 0, coalesce(p.grp, 0), c.name, c.grp, 0, c.type, c.mode, "
-			       "c.uid, c.gid, CASE WHEN c.type=2 THEN 1 ELSE (SELECT count(*) FROM b h "
-			       "WHERE h.grp=c.grp) END, c.rdev, c.size, c.mtime, c.link, c.hardlink, "
-			       "c.dlayer, c.data_off, 0 FROM b c LEFT JOIN b p ON c.path<>'' AND "
-			       "p.path=c.dir", -1, &s, NULL) != SQLITE_OK)
-		goto dberr;
-	sqlite3_bind_int64(s, 1, *image_id);
-	if (sqlite3_step(s) != SQLITE_DONE)
-		goto dberr;
-	rc = 0;
-	goto out;
-dberr:
-	rc = db_err(m, err, "building the image's rows");
-out:
-	sqlite3_finalize(s);
-	sqlite3_finalize(b.find);
-	sqlite3_finalize(b.ins);
-	sqlite3_finalize(b.upd);
-	sqlite3_finalize(b.del_one);
-	sqlite3_finalize(b.del_sub);
-	sqlite3_exec(m->db, "DROP TABLE IF EXISTS temp.b", NULL, NULL, NULL);
-	if (rc < 0) {
-		sqlite3_exec(m->db, "ROLLBACK", NULL, NULL, NULL);
-		return rc;
-	}
-	return exec(m, "COMMIT", err);
-}
-
 int mv_mapping_image_layers(struct mv_mapping *m, int64_t image_id, struct mv_digest **blobs,
 			    size_t *n, struct mv_error **err)
 {
 	sqlite3_stmt *s;
 	if (sqlite3_prepare_v2(m->db, "SELECT pos, blob FROM layers WHERE image=?1 ORDER BY pos",
 			       -1, &s, NULL) != SQLITE_OK)
-		return db_err(m, err, "layers");
+		return mapping_db_err(m, err, "layers");
 	sqlite3_bind_int64(s, 1, image_id);
 	struct mv_digest *d = calloc(MV_MANIFEST_MAX_LAYERS, sizeof(*d));
 	size_t k = 0;
@@ -517,13 +182,13 @@ int mv_mapping_add_container(struct mv_mapping *m, int64_t image_id, const char 
 	if (sqlite3_prepare_v2(m->db, "INSERT INTO containers(name, image, next_ino) VALUES (?1, ?2, ?3) "
 			       "ON CONFLICT(name) DO UPDATE SET name=name RETURNING id, image",
 			       -1, &s, NULL) != SQLITE_OK)
-		return db_err(m, err, "container");
+		return mapping_db_err(m, err, "container");
 	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, image_id);
 	sqlite3_bind_int64(s, 3, (int64_t)CTR_INO_BASE);
 	int rc = 0;
 	if (sqlite3_step(s) != SQLITE_ROW)
-		rc = db_err(m, err, "container");
+		rc = mapping_db_err(m, err, "container");
 	else if (sqlite3_column_int64(s, 1) != image_id)
 		rc = mv_err(err, -EEXIST, "mapping: container %s belongs to another image", name);
 	else
@@ -539,7 +204,7 @@ int mv_mapping_drop_container(struct mv_mapping *m, int64_t ctr_id, struct mv_er
 		 "WHERE ctr=%lld; DELETE FROM containers WHERE id=%lld; COMMIT;",
 		 (long long)ctr_id, (long long)ctr_id, (long long)ctr_id);
 	m->image_of_ctr_id = -1;
-	int rc = exec(m, sql, err);
+	int rc = mapping_exec(m, sql, err);
 	if (rc < 0)
 		sqlite3_exec(m->db, "ROLLBACK", NULL, NULL, NULL);
 	return rc;
@@ -720,17 +385,34 @@ int mv_mapping_set_chunks(struct mv_mapping *m, int64_t ctr, uint64_t ino,
 	int rc = sqlite3_exec(m->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : -EBUSY;
 	if (rc < 0)
 		return rc;
+	static const struct mv_digest zero;
+	/* Chunks another container recorded meanwhile are kept, not zeroed. */
+	struct mv_digest *cur = NULL, *merged = NULL;
+	size_t k = 0;
+	if (n && mv_mapping_chunks(m, ctr, ino, &cur, &k) == 0 && k == n &&
+	    (merged = malloc(n * sizeof(*merged)))) {
+		for (size_t i = 0; i < n; i++)
+			merged[i] = mv_digest_equal(&d[i], &zero) ? cur[i] : d[i];
+	}
+	free(cur);
 	sqlite3_stmt *s = stmt(m, S_SETCHUNKS);
-	if (!s)
+	if (!s) {
+		free(merged);
 		goto fail;
+	}
 	sqlite3_bind_int64(s, 1, image);
 	sqlite3_bind_int64(s, 2, ctr);
 	sqlite3_bind_int64(s, 3, (int64_t)ino);
-	sqlite3_bind_blob(s, 4, n ? (const void *)d : &none, (int)(n * MV_DIGEST_LEN), SQLITE_STATIC);
-	if (sqlite3_step(s) != SQLITE_DONE)
-		goto fail;
+	sqlite3_bind_blob(s, 4, n ? (const void *)(merged ? merged : d) : &none,
+			  (int)(n * MV_DIGEST_LEN), SQLITE_STATIC);
+	int r = sqlite3_step(s);
 	sqlite3_reset(s);
+	free(merged);
+	if (r != SQLITE_DONE)
+		goto fail;
 	for (size_t i = 0; i < n; i++) {
+		if (mv_digest_equal(&d[i], &zero))
+			continue;   /* a chunk not fetched yet */
 		if (!(s = stmt(m, S_CTRCHUNK)))
 			goto fail;
 		sqlite3_bind_int64(s, 1, ctr);
@@ -859,3 +541,4 @@ int mv_mapping_new_ino(struct mv_mapping *m, int64_t ctr, uint64_t *ino)
 	sqlite3_reset(s);
 	return rc;
 }
+

@@ -12,6 +12,8 @@
 #include "memvisor/image.h"
 #include "memvisor/util.h"
 
+#define MT_OCI_MANIFEST_ACCEPT "application/vnd.oci.image.manifest.v1+json"
+
 struct mv_registry {
 	CURL *curl;
 	char *base, *repo, *token;
@@ -25,6 +27,7 @@ struct req {
 	int sink_rc;
 	char content_type[128];
 	char www_auth[2048];
+	char location[2048];
 };
 
 struct membuf {
@@ -84,8 +87,10 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud)
 	if (n >= 5 && !strncmp(line, "HTTP/", 5)) {   /* a new response (redirect, retry) */
 		q->content_type[0] = 0;
 		q->www_auth[0] = 0;
+		q->location[0] = 0;
 	}
 	header_value(line, n, "content-type:", q->content_type, sizeof(q->content_type));
+	header_value(line, n, "location:", q->location, sizeof(q->location));
 	header_value(line, n, "www-authenticate:", q->www_auth, sizeof(q->www_auth));
 	return n;
 }
@@ -153,13 +158,22 @@ void mv_registry_close(struct mv_registry *r)
 uint64_t mv_registry_bytes_received(const struct mv_registry *r) { return r->bytes; }
 uint64_t mv_registry_requests(const struct mv_registry *r) { return r->requests; }
 
-/* One GET; fills *status. Range "a-b" or NULL. */
-static int do_get(struct mv_registry *r, const char *url, const char *accept, const char *range,
-		  struct req *q, long *status, struct mv_error **err)
+/* A body to send (PUT, POST) and its type; NULL for GET. */
+struct body {
+	const char *method;   /* "PUT", "POST", "HEAD" */
+	const void *data;
+	size_t len;
+	const char *type;
+};
+
+/* One request; fills *status. Range "a-b" or NULL. */
+static int do_req(struct mv_registry *r, const char *url, const char *accept, const char *range,
+		  const struct body *bd, struct req *q, long *status, struct mv_error **err)
 {
 	CURL *c = r->curl;
 	struct curl_slist *h = NULL;
 	char line[16384 + 64];
+	const char *method = bd ? bd->method : "GET";
 	curl_easy_reset(c);
 	if (accept) {
 		snprintf(line, sizeof(line), "Accept: %s", accept);
@@ -169,11 +183,18 @@ static int do_get(struct mv_registry *r, const char *url, const char *accept, co
 		snprintf(line, sizeof(line), "Authorization: Bearer %s", r->token);
 		h = curl_slist_append(h, line);
 	}
+	if (bd && bd->type) {
+		snprintf(line, sizeof(line), "Content-Type: %s", bd->type);
+		h = curl_slist_append(h, line);
+	}
+	if (bd)
+		h = curl_slist_append(h, "Expect:");   /* no 100-continue round trip */
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);   /* blobs may live on a CDN */
+	/* Blobs may live on a CDN; uploads are answered, never redirected. */
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, bd ? 0L : 1L);
 	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
@@ -185,15 +206,30 @@ static int do_get(struct mv_registry *r, const char *url, const char *accept, co
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, q);
 	if (range)
 		curl_easy_setopt(c, CURLOPT_RANGE, range);
+	if (bd && !strcmp(bd->method, "HEAD")) {
+		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+	} else if (bd) {
+		static const char empty[1];
+		curl_easy_setopt(c, CURLOPT_POST, 1L);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, bd->len ? bd->data : (const void *)empty);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)bd->len);
+		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, bd->method);
+	}
 	r->requests++;
 	CURLcode cr = curl_easy_perform(c);
 	curl_slist_free_all(h);
 	if (cr == CURLE_WRITE_ERROR && q->sink_rc < 0)
-		return mv_err(err, q->sink_rc, "GET %s: receiver refused the data", url);
+		return mv_err(err, q->sink_rc, "%s %s: receiver refused the data", method, url);
 	if (cr != CURLE_OK)
-		return mv_err(err, -EIO, "GET %s: %s", url, curl_easy_strerror(cr));
+		return mv_err(err, -EIO, "%s %s: %s", method, url, curl_easy_strerror(cr));
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
 	return 0;
+}
+
+static int do_get(struct mv_registry *r, const char *url, const char *accept, const char *range,
+		  struct req *q, long *status, struct mv_error **err)
+{
+	return do_req(r, url, accept, range, NULL, q, status, err);
 }
 
 static int fetch_token(struct mv_registry *r, const char *challenge, struct mv_error **err)
@@ -229,13 +265,14 @@ static int fetch_token(struct mv_registry *r, const char *challenge, struct mv_e
 	return rc;
 }
 
-/* GET with one bearer-auth retry. A 401's body is dropped by on_body (it
- * checks the status) so the caller's sink only sees the real reply. */
-static int get_authed(struct mv_registry *r, const char *url, const char *accept,
-		      const char *range, struct req *q, long *status, struct mv_error **err)
+/* A request with one bearer-auth retry. A 401's body is dropped by on_body
+ * (it checks the status) so the caller's sink only sees the real reply. */
+static int req_authed(struct mv_registry *r, const char *url, const char *accept,
+		      const char *range, const struct body *bd, struct req *q, long *status,
+		      struct mv_error **err)
 {
 	for (int attempt = 0; attempt < 2; attempt++) {
-		int rc = do_get(r, url, accept, range, q, status, err);
+		int rc = do_req(r, url, accept, range, bd, q, status, err);
 		if (rc < 0)
 			return rc;
 		if (*status != 401 || attempt == 1 || !q->www_auth[0])
@@ -244,6 +281,12 @@ static int get_authed(struct mv_registry *r, const char *url, const char *accept
 			return rc;
 	}
 	return 0;
+}
+
+static int get_authed(struct mv_registry *r, const char *url, const char *accept,
+		      const char *range, struct req *q, long *status, struct mv_error **err)
+{
+	return req_authed(r, url, accept, range, NULL, q, status, err);
 }
 
 int mv_registry_read_blob(struct mv_registry *r, const struct mv_digest *d, uint64_t off,
@@ -365,4 +408,108 @@ int mv_registry_get_manifest(struct mv_registry *r, const char *ref, const char 
 		mv_manifest_free(m);
 	}
 	return mv_err(err, -ELOOP, "indexes nested more than 2 deep under %s", ref);
+}
+
+int mv_registry_get_raw_manifest(struct mv_registry *r, const char *ref, void **data, size_t *len,
+				 char *content_type, size_t ct_cap, struct mv_error **err)
+{
+	char url[1024];
+	struct membuf m = { .max = MV_MANIFEST_MAX_BYTES };
+	struct req q = { .r = r, .sink = mem_sink, .ctx = &m };
+	long status = 0;
+	struct mv_digest want, got;
+	*data = NULL;
+	*len = 0;
+	if (!valid_ref(ref))
+		return mv_err_field(err, -EINVAL, "reference", "bad tag or digest \"%.130s\"", ref);
+	snprintf(url, sizeof(url), "%s/v2/%s/manifests/%s", r->base, r->repo, ref);
+	int rc = get_authed(r, url, MT_OCI_MANIFEST_ACCEPT, NULL, &q, &status, err);
+	if (!rc && status != 200)
+		rc = mv_err(err, status == 404 ? -ENOENT : -EIO, "GET manifest %s:%s: HTTP %ld",
+			    r->repo, ref, status);
+	if (!rc && mv_digest_parse(ref, &want) == 0) {
+		mv_digest_of(m.p, m.len, &got);
+		if (!mv_digest_equal(&want, &got))
+			rc = mv_err(err, -EBADMSG, "manifest %s: content does not match its digest", ref);
+	}
+	if (rc < 0) {
+		free(m.p);
+		return rc;
+	}
+	if (content_type && ct_cap)
+		snprintf(content_type, ct_cap, "%s", q.content_type);
+	*data = m.p ? m.p : calloc(1, 1);
+	*len = m.len;
+	return *data ? 0 : -ENOMEM;
+}
+
+/* A Location header made absolute against the registry's base URL. */
+static int absolute_location(struct mv_registry *r, const char *loc, char *out, size_t cap)
+{
+	if (!strncmp(loc, "http://", 7) || !strncmp(loc, "https://", 8))
+		return snprintf(out, cap, "%s", loc) < (int)cap ? 0 : -ENAMETOOLONG;
+	if (loc[0] != '/')
+		return -EBADMSG;
+	/* base is scheme://host[:port][/prefix]: keep scheme://host[:port]. */
+	const char *host = strstr(r->base, "://") + 3;
+	const char *slash = strchr(host, '/');
+	int blen = slash ? (int)(slash - r->base) : (int)strlen(r->base);
+	return snprintf(out, cap, "%.*s%s", blen, r->base, loc) < (int)cap ? 0 : -ENAMETOOLONG;
+}
+
+int mv_registry_put_blob(struct mv_registry *r, const void *data, size_t len, struct mv_digest *out,
+			 struct mv_error **err)
+{
+	char url[4096], ds[MV_DIGEST_STRLEN];
+	struct req q = { .r = r };
+	long status = 0;
+	mv_digest_of(data, len, out);
+	mv_digest_format(out, ds);
+	snprintf(url, sizeof(url), "%s/v2/%s/blobs/%s", r->base, r->repo, ds);
+	struct body head = { .method = "HEAD" };
+	int rc = req_authed(r, url, NULL, NULL, &head, &q, &status, err);
+	if (rc < 0 || status == 200)
+		return rc;   /* already there */
+	snprintf(url, sizeof(url), "%s/v2/%s/blobs/uploads/", r->base, r->repo);
+	struct body post = { .method = "POST", .type = "application/octet-stream" };
+	memset(&q, 0, sizeof(q));
+	q.r = r;
+	if ((rc = req_authed(r, url, NULL, NULL, &post, &q, &status, err)) < 0)
+		return rc;
+	if (status != 202 || !q.location[0])
+		return mv_err(err, status == 401 || status == 403 ? -EACCES : -EIO,
+			      "POST blob upload to %s: HTTP %ld", r->repo, status);
+	char loc[2048 + 128];
+	if (absolute_location(r, q.location, loc, sizeof(loc) - 100) < 0)
+		return mv_err(err, -EBADMSG, "blob upload: bad Location \"%.200s\"", q.location);
+	snprintf(url, sizeof(url), "%s%sdigest=%s", loc, strchr(loc, '?') ? "&" : "?", ds);
+	struct body put = { .method = "PUT", .data = data, .len = len,
+			    .type = "application/octet-stream" };
+	memset(&q, 0, sizeof(q));
+	q.r = r;
+	if ((rc = req_authed(r, url, NULL, NULL, &put, &q, &status, err)) < 0)
+		return rc;
+	if (status != 201)
+		return mv_err(err, status == 401 || status == 403 ? -EACCES : -EIO,
+			      "PUT blob %s to %s: HTTP %ld", ds, r->repo, status);
+	return 0;
+}
+
+int mv_registry_put_manifest(struct mv_registry *r, const char *ref, const char *media_type,
+			     const void *data, size_t len, struct mv_error **err)
+{
+	char url[1024];
+	struct req q = { .r = r };
+	long status = 0;
+	if (!valid_ref(ref))
+		return mv_err_field(err, -EINVAL, "reference", "bad tag or digest \"%.130s\"", ref);
+	snprintf(url, sizeof(url), "%s/v2/%s/manifests/%s", r->base, r->repo, ref);
+	struct body put = { .method = "PUT", .data = data, .len = len, .type = media_type };
+	int rc = req_authed(r, url, NULL, NULL, &put, &q, &status, err);
+	if (rc < 0)
+		return rc;
+	if (status != 201)
+		return mv_err(err, status == 401 || status == 403 ? -EACCES : -EIO,
+			      "PUT manifest %s:%s: HTTP %ld", r->repo, ref, status);
+	return 0;
 }

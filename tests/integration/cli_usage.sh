@@ -49,7 +49,10 @@ expect 0 "-h" -- -h && has out "Usage: memvisor" "-h"
 expect 0 "--version" -- --version && has out "^memvisor [0-9]" "--version"
 expect 0 "help vm create" -- help vm create && has out "vm create NAME" "help vm create"
 for cmd in "vm" "vm create" "vm ls" "vm show" "vm pause" "vm resume" "vm stop" \
-	   "vm rm" "vm verify" "host" "metrics" "daemon"; do
+	   "vm rm" "vm verify" "host" "metrics" "daemon" "image" "image pull" "image ls" \
+	   "image rm" "container" "container run" "container ls" "container show" \
+	   "container stop" "container rm" "container logs" "cache" "cache prepopulate" \
+	   "cache status"; do
 	# shellcheck disable=SC2086 # word splitting of $cmd is the point
 	expect 0 "$cmd --help" -- $cmd --help && has out "Usage: memvisor" "$cmd --help"
 	# shellcheck disable=SC2086
@@ -67,6 +70,12 @@ expect 2 "unknown vm command" -- vm frob && has err "frob" "unknown vm command"
 expect 2 "vm without command" -- vm
 expect 2 "unknown option" -- vm ls --bogus && has err "unknown option '--bogus'" "unknown option"
 expect 2 "stray argument" -- vm ls extra
+expect 2 "container run without image" -- container run && has err "missing IMAGE" "run without image"
+expect 2 "container run bad -e" -- container run -e NOEQUALS img && has err "KEY=VALUE" "run -e"
+expect 2 "image pull without ref" -- image pull
+expect 2 "unknown image command" -- image frob
+expect 2 "cache prepopulate without image" -- cache prepopulate
+expect 2 "container rm stray" -- container rm a b
 expect 2 "--socket without path" -- vm ls --socket
 expect 2 "--json on rm" -- vm rm x --json
 for sub in show pause resume stop rm verify; do

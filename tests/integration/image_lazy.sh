@@ -8,8 +8,9 @@
 # the mapping table and two FUSE roots (containers a and b of the image),
 # checked with ordinary tools: the tree with whiteouts and opaque dirs
 # applied, links, lazy reads (a small file costs a small part of its layer,
-# a second read nothing), copy-up writes that container b never sees, and a
-# clean fusermount3 -u.
+# a second read nothing), copy-up writes that container b never sees,
+# directory renames (the subtree moves; not under itself, not over a
+# non-empty directory), and a clean fusermount3 -u.
 set -euo pipefail
 : "${MV_BUILD:?MV_BUILD must point at the build directory}"
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
@@ -186,6 +187,19 @@ chmod 600 "$A/data/text-511"
   [ ! -e "$A/etc/hostname" ] && [ -e "$A/data/renamed" ] && [ ! -e "$A/data/text-0" ] &&
   [ "$(stat -c %s "$A/data/text-65537")" = 10 ] && [ "$(stat -c %a "$A/data/text-511")" = 600 ] ||
   { echo "FAIL: writes in container a"; ls -la "$A/etc" "$A/data"; exit 1; }
+# Directory renames move the subtree; b keeps the image's tree.
+(cd "$A/deep" && find . | LC_ALL=C sort) >"$T/deep.before"
+mv "$A/deep" "$A/deep2"
+[ ! -e "$A/deep" ] && [ "$(cd "$A/deep2" && find . | LC_ALL=C sort)" = "$(cat "$T/deep.before")" ] &&
+  [ -d "$B/deep" ] && [ ! -e "$B/deep2" ] || { echo "FAIL: directory rename"; exit 1; }
+python3 -c 'import os,sys; os.rename(sys.argv[1], sys.argv[2])' "$A/deep2" \
+  "$A/deep2/$(ls "$A/deep2" | head -n1)/inside" 2>/dev/null && { echo "FAIL: moved a directory under itself"; exit 1; }
+mkdir "$A/emptydir" && mv "$A/deep2" "$A/emptydir" && [ -d "$A/emptydir/deep2" ] ||
+  { echo "FAIL: rename into a directory"; exit 1; }
+python3 -c 'import os,sys; os.rename(sys.argv[1], sys.argv[2])' "$A/emptydir/deep2" "$A/opq" 2>/dev/null &&
+  { echo "FAIL: rename over a non-empty directory"; exit 1; }
+mv -T "$A/emptydir/deep2" "$A/deep" && rmdir "$A/emptydir" &&
+  [ "$(cd "$A/deep" && find . | LC_ALL=C sort)" = "$(cat "$T/deep.before")" ] || { echo "FAIL: rename back"; exit 1; }
 rmdir "$A/opq" 2>/dev/null && { echo "FAIL: rmdir of a non-empty dir"; exit 1; }
 rm "$A/newdir/file" && rmdir "$A/newdir" && [ ! -e "$A/newdir" ] || { echo "FAIL: rmdir"; exit 1; }
 [ "$(cat "$B/etc/motd")" = "layer two" ] && [ "$(cat "$B/etc/hostname")" = memvisor-test ] &&

@@ -445,6 +445,91 @@ static void test_sensitive(void **state)
 	assert_int_equal(l, 65536);
 }
 
+/* Image, container and prepopulate bodies: good ones decode, every bad one
+ * is -EINVAL naming its field. */
+static void test_ctr_codecs(void **state)
+{
+	static const struct bad bad_ctr[] = {
+		{"", "body"}, {"[]", "body"}, {"{}", "image"}, {"{\"image\":7}", "image"},
+		{"{\"image\":\"a b/c\"}", "image"}, {"{\"image\":\"../x\"}", "image"},
+		{"{\"image\":\"r.io/a\",\"cmd\":\"ls\"}", "cmd"},
+		{"{\"image\":\"r.io/a\",\"cmd\":[\"ls\",1]}", "cmd[1]"},
+		{"{\"image\":\"r.io/a\",\"cmd\":[\"a\\u0000b\"]}", "body"},
+		{"{\"image\":\"r.io/a\",\"env\":[\"NOEQ\"]}", "env[0]"},
+		{"{\"image\":\"r.io/a\",\"env\":[\"=v\"]}", "env[0]"},
+		{"{\"image\":\"r.io/a\",\"name\":\"Bad\"}", "name"},
+		{"{\"image\":\"r.io/a\",\"tty\":true}", "tty"},
+	};
+	struct mv_error *e = NULL;
+	struct mv_ctr_spec spec;
+	for (size_t i = 0; i < sizeof(bad_ctr) / sizeof(bad_ctr[0]); i++) {
+		assert_int_equal(mv_api_decode_ctr_spec(bad_ctr[i].json, strlen(bad_ctr[i].json), &spec, &e),
+				 -EINVAL);
+		assert_string_equal(e->field, bad_ctr[i].field);
+		mv_error_free(e);
+		e = NULL;
+	}
+	const char *ok = "{\"image\":\"r.io/a:v1\",\"name\":\"c1\",\"cmd\":[\"sh\",\"-c\",\"echo hi\"],"
+			 "\"env\":[\"A=1\",\"B=\"]}";
+	assert_int_equal(mv_api_decode_ctr_spec(ok, strlen(ok), &spec, &e), 0);
+	assert_string_equal(spec.image, "r.io/a:v1");
+	assert_string_equal(spec.name, "c1");
+	assert_int_equal(spec.ncmd, 3);
+	assert_string_equal(spec.cmd[2], "echo hi");
+	assert_int_equal(spec.nenv, 2);
+	assert_string_equal(spec.env[1], "B=");
+	mv_api_ctr_spec_free(&spec);
+
+	char ref[MV_IMAGE_NAME_MAX + 1];
+	const char *pull = "{\"ref\":\"r.io/a:v1\"}";
+	assert_int_equal(mv_api_decode_image_pull(pull, strlen(pull), ref, sizeof(ref), &e), 0);
+	assert_string_equal(ref, "r.io/a:v1");
+	pull = "{\"ref\":\"\"}";
+	assert_int_equal(mv_api_decode_image_pull(pull, strlen(pull), ref, sizeof(ref), &e), -EINVAL);
+	assert_string_equal(e->field, "ref");
+	mv_error_free(e);
+	e = NULL;
+
+	char **refs;
+	size_t n;
+	const char *pp = "{\"images\":[\"r.io/a\",\"r.io/b:v2\"]}";
+	assert_int_equal(mv_api_decode_prepopulate(pp, strlen(pp), &refs, &n, &e), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(refs[1], "r.io/b:v2");
+	for (size_t i = 0; i < n; i++)
+		free(refs[i]);
+	free(refs);
+	static const struct bad bad_pp[] = {
+		{"{}", "images"}, {"{\"images\":[]}", "images"}, {"{\"images\":\"r.io/a\"}", "images"},
+		{"{\"images\":[\"ok.io/a\",\" bad\"]}", "images[1]"}, {"{\"images\":[1]}", "images[0]"},
+	};
+	for (size_t i = 0; i < sizeof(bad_pp) / sizeof(bad_pp[0]); i++) {
+		assert_int_equal(mv_api_decode_prepopulate(bad_pp[i].json, strlen(bad_pp[i].json), &refs,
+							   &n, &e), -EINVAL);
+		assert_string_equal(e->field, bad_pp[i].field);
+		mv_error_free(e);
+		e = NULL;
+	}
+	/* Encoders: a backend string without its NUL still gives valid JSON. */
+	struct mv_ctr_info c;
+	memset(&c, 0, sizeof(c));
+	memset(c.name, 'x', sizeof(c.name));
+	c.state = MV_CTR_EXITED;
+	c.exit_code = 3;
+	char *j = mv_api_encode_ctr(&c);
+	assert_non_null(j);
+	json_t *o = json_loads(j, 0, NULL);
+	assert_non_null(o);
+	assert_string_equal(json_string_value(json_object_get(o, "state")), "exited");
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "exit"), "code")), 3);
+	json_decref(o);
+	free(j);
+	assert_true(mv_api_image_name_valid("127.0.0.1:5000/test/busybox@sha256:00"));
+	assert_false(mv_api_image_name_valid("a/../b"));
+	assert_false(mv_api_image_name_valid("/abs"));
+	assert_false(mv_api_image_name_valid("a\"b"));
+}
+
 int api_codec_tests(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -458,6 +543,7 @@ int api_codec_tests(void)
 		cmocka_unit_test(test_encode_hostile),
 		cmocka_unit_test(test_encode_host_verify_error),
 		cmocka_unit_test(test_sensitive),
+		cmocka_unit_test(test_ctr_codecs),
 	};
 	return cmocka_run_group_tests_name("api_codec", tests, NULL, NULL);
 }

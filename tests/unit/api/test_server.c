@@ -228,12 +228,92 @@ static int f_guard(void *ctx, struct mv_guard_info *out, struct mv_error **err)
 	return 0;
 }
 
+static int f_img(void *ctx, const char *name, struct mv_image_status *out, struct mv_error **err)
+{
+	((struct fake *)ctx)->calls++;
+	snprintf(out->name, sizeof(out->name), "%s", name);
+	snprintf(out->state, sizeof(out->state), "ready");
+	return 0;
+}
+
+static int f_img_list(void *ctx, struct mv_image_status **out, size_t *n, struct mv_error **err)
+{
+	((struct fake *)ctx)->calls++;
+	*out = calloc(1, sizeof(**out));
+	*n = 1;
+	return *out ? f_img(ctx, "reg.io/repo:v1", *out, err) : -ENOMEM;
+}
+
+static int f_img_rm(void *ctx, const char *name, struct mv_error **err)
+{
+	((struct fake *)ctx)->calls++;
+	return 0;
+}
+
+static int f_prepop(void *ctx, char *const *refs, size_t n, struct mv_cache_info *out,
+		    struct mv_error **err)
+{
+	((struct fake *)ctx)->calls++;
+	out->job = true;
+	out->images = (uint32_t)n;
+	snprintf(out->state, sizeof(out->state), "running");
+	return 0;
+}
+
+static int f_cache(void *ctx, struct mv_cache_info *out, struct mv_error **err)
+{
+	((struct fake *)ctx)->calls++;
+	return 0;
+}
+
+static int f_ctr(void *ctx, const char *ref, struct mv_ctr_info *out, struct mv_error **err)
+{
+	((struct fake *)ctx)->calls++;
+	snprintf(out->name, sizeof(out->name), "%s", ref);
+	out->state = MV_CTR_EXITED;
+	return 0;
+}
+
+static int f_ctr_create(void *ctx, const struct mv_ctr_spec *spec, struct mv_ctr_info *out,
+			struct mv_error **err)
+{
+	return f_ctr(ctx, spec->name[0] ? spec->name : "c1", out, err);
+}
+
+static int f_ctr_list(void *ctx, struct mv_ctr_info **out, size_t *n, struct mv_error **err)
+{
+	*out = calloc(1, sizeof(**out));
+	*n = 1;
+	return *out ? f_ctr(ctx, "c1", *out, err) : -ENOMEM;
+}
+
+static int f_ctr_rm(void *ctx, const char *ref, bool force, struct mv_error **err)
+{
+	((struct fake *)ctx)->calls++;
+	return 0;
+}
+
+static int f_ctr_logs(void *ctx, const char *ref, uint64_t offset, uint32_t wait_ms,
+		      struct mv_ctr_logs *out, struct mv_error **err)
+{
+	((struct fake *)ctx)->calls++;
+	out->data = strdup("hi\n");
+	out->len = 3;
+	out->offset = offset;
+	out->next_offset = offset + 3;
+	return out->data ? 0 : -ENOMEM;
+}
+
 static const struct mv_api_backend fake_backend = {
 	.vm_create = f_create, .vm_list = f_list, .vm_get = f_get, .vm_action = f_action,
 	.vm_verify = f_verify, .vm_delete = f_delete, .host_get = f_host, .metrics = f_metrics,
 	.vm_migrate = f_migrate, .upgrade = f_upgrade, .fusion_get = f_fusion,
 	.sensitive_add = f_sens_add, .sensitive_list = f_sens_list, .sensitive_remove = f_sens_rm,
 	.guard_get = f_guard,
+	.image_pull = f_img, .image_list = f_img_list, .image_get = f_img, .image_remove = f_img_rm,
+	.cache_prepopulate = f_prepop, .cache_get = f_cache, .ctr_create = f_ctr_create,
+	.ctr_list = f_ctr_list, .ctr_get = f_ctr, .ctr_stop = f_ctr, .ctr_delete = f_ctr_rm,
+	.ctr_logs = f_ctr_logs,
 };
 
 /* ---- HTTP client ---- */
@@ -464,7 +544,7 @@ static void test_spec_routes(void **st)
 		if (strncmp(line, "  /", 3) == 0) {
 			/* "  /v1/vms/{vm}/pause:" -> "/v1/vms/vm1/pause" */
 			char *p = line + 2, *o = path;
-			while (*p && *p != ':' && o < path + sizeof(path) - 8) {
+			while (*p && *p != ':' && o < path + sizeof(path) - 16) {
 				if (strncmp(p, "{vm}", 4) == 0) {
 					strcpy(o, "vm1");
 					o += 3;
@@ -472,6 +552,14 @@ static void test_spec_routes(void **st)
 				} else if (strncmp(p, "{id}", 4) == 0) {
 					*o++ = '1';
 					p += 4;
+				} else if (strncmp(p, "{ctr}", 5) == 0) {
+					strcpy(o, "c1");
+					o += 2;
+					p += 5;
+				} else if (strncmp(p, "{name}", 6) == 0) {
+					strcpy(o, "reg.io/repo:v1");
+					o += 14;
+					p += 6;
 				} else {
 					*o++ = *p++;
 				}
@@ -497,6 +585,12 @@ static void test_spec_routes(void **st)
 				body = "{\"vmm\":\"/usr/bin/true\"}";
 			else if (post && strstr(path, "/sensitive"))
 				body = "{\"gpa\":4096,\"len\":8192}";
+			else if (post && strcmp(path, "/v1/images") == 0)
+				body = "{\"ref\":\"reg.io/repo:v1\"}";
+			else if (post && strcmp(path, "/v1/containers") == 0)
+				body = "{\"image\":\"reg.io/repo:v1\",\"cmd\":[\"true\"]}";
+			else if (post && strcmp(path, "/v1/cache/prepopulate") == 0)
+				body = "{\"images\":[\"reg.io/repo:v1\"]}";
 			struct res r;
 			req(v, meth, path, body, body ? "application/json" : NULL, &r);
 			if (r.status == 404 || r.status == 405 || r.status >= 300)

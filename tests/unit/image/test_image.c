@@ -3,6 +3,7 @@
  * random reads from resume points, save/load, corruption, truncation, wrong
  * digests) and the chunk store (verify on read, refs, gc). */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 #include "memvisor/image.h"
 #include "memvisor/util.h"
 #include "tar_gen.h"
+#include "../../../src/image/image_i.h"   /* the published-index parser */
 
 #define D1 "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
@@ -445,15 +447,240 @@ static void test_chunkstore(void **s)
 	assert_int_equal(system(cmd), 0);
 }
 
+
+/* Image references: every field checked, the field named in the error. */
+static void test_image_ref(void **s)
+{
+	(void)s;
+	struct mv_image_ref r;
+	struct mv_error *e = NULL;
+	char url[512];
+	assert_int_equal(mv_image_ref_parse("127.0.0.1:5000/test/busybox", &r, NULL), 0);
+	assert_string_equal(r.registry, "127.0.0.1:5000");
+	assert_string_equal(r.repo, "test/busybox");
+	assert_string_equal(r.ref, "latest");
+	mv_image_ref_url(&r, 0, url, sizeof(url));
+	assert_string_equal(url, "http://127.0.0.1:5000");
+	assert_int_equal(mv_image_ref_parse("registry.example.com/a.b/c__d/e-f--g:V1.2_x-y", &r, NULL), 0);
+	assert_string_equal(r.registry, "registry.example.com");
+	assert_string_equal(r.repo, "a.b/c__d/e-f--g");
+	assert_string_equal(r.ref, "V1.2_x-y");
+	mv_image_ref_url(&r, 0, url, sizeof(url));
+	assert_string_equal(url, "https://registry.example.com");
+	mv_image_ref_url(&r, 1, url, sizeof(url));
+	assert_string_equal(url, "http://registry.example.com");
+	assert_int_equal(mv_image_ref_parse("localhost/x:" "_tag", &r, NULL), 0);
+	assert_int_equal(mv_image_ref_parse("[::1]:5000/x@" D1, &r, NULL), 0);
+	assert_string_equal(r.registry, "[::1]:5000");
+	assert_string_equal(r.ref, D1);
+	mv_image_ref_url(&r, 0, url, sizeof(url));
+	assert_string_equal(url, "http://[::1]:5000");
+	/* tag and digest: the digest wins */
+	assert_int_equal(mv_image_ref_parse("h.io/x:v1@" D1, &r, NULL), 0);
+	assert_string_equal(r.ref, D1);
+	/* a name that only looks like loopback is not */
+	assert_int_equal(mv_image_ref_parse("127.example.com/x", &r, NULL), 0);
+	mv_image_ref_url(&r, 0, url, sizeof(url));
+	assert_string_equal(url, "https://127.example.com");
+
+	static const struct { const char *ref, *field; } bad[] = {
+		{ "", "image" }, { "busybox", "image" }, { "library/busybox:1", "image" },
+		{ "h.io/", "repository" }, { "h.io/Upper", "repository" }, { "h.io/a//b", "repository" },
+		{ "h.io/a/", "repository" }, { "h.io/-a", "repository" }, { "h.io/a-", "repository" },
+		{ "h.io/a..b", "repository" }, { "h.io/a___b", "repository" }, { "h.io/a b", "repository" },
+		{ "h.io/a:", "tag" }, { "h.io/a:-x", "tag" }, { "h.io/a:.x", "tag" }, { "h.io/a:x/y", "repository" },
+		{ "h.io/a:x!y", "tag" }, { "h.io/a@sha256:abc", "digest" }, { "h.io/a@" D1 "x", "digest" },
+		{ "h.io/a@sha512:00", "digest" }, { "h.io:0/a", "registry" }, { "h.io:65536/a", "registry" },
+		{ "h.io:/a", "registry" }, { "h.io:05/a", "registry" }, { "-h.io/a", "registry" },
+		{ "h-.io/a", "registry" }, { "h..io/a", "registry" }, { "h_x.io/a", "registry" },
+		{ "[::1/a", "registry" }, { "h.io/a/../b", "repository" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		e = NULL;
+		int rc = mv_image_ref_parse(bad[i].ref, &r, &e);
+		if (rc != -EINVAL || !e || strcmp(e->field, bad[i].field))
+			fail_msg("%s: rc %d field %s", bad[i].ref, rc, e ? e->field : "(none)");
+		mv_error_free(e);
+	}
+	/* pull, config and remove check their paths and names before any I/O */
+	struct mv_image_info info;
+	struct mv_image_paths none = { 0 }, paths = { .store_dir = "/nonexistent/mv-store",
+						      .mapping_db = "/nonexistent/mv-map.db" };
+	e = NULL;
+	assert_int_equal(mv_image_pull(&none, "h.io/x", NULL, NULL, &info, &e), -EINVAL);
+	assert_string_equal(e->field, "store_dir");
+	mv_error_free(e);
+	e = NULL;
+	assert_int_equal(mv_image_pull(&paths, "h.io/X", NULL, NULL, &info, &e), -EINVAL);
+	assert_string_equal(e->field, "repository");
+	mv_error_free(e);
+	e = NULL;
+	assert_int_equal(mv_image_remove(&paths, "nohost", &e), -EINVAL);
+	assert_string_equal(e->field, "image");
+	mv_error_free(e);
+	char *json;
+	size_t jlen;
+	e = NULL;
+	assert_int_equal(mv_image_config(&paths, "h.io/x:v1", &json, &jlen, &e), -ENOENT);
+	assert_string_equal(e->field, "image");
+	mv_error_free(e);
+	struct mv_image_cache_stats cst;
+	e = NULL;
+	assert_int_equal(mv_image_cache_prepopulate(&paths, "h.io/x", NULL, NULL, &cst, &e), -EINVAL);
+	assert_string_equal(e->field, "cache_dir");
+	mv_error_free(e);
+	assert_int_equal(access("/nonexistent/mv-store", F_OK), -1);
+
+	char tag[200];
+	memset(tag, 'a', sizeof(tag));
+	memcpy(tag, "h.io/x:", 7);
+	tag[7 + 128] = 0;
+	assert_int_equal(mv_image_ref_parse(tag, &r, NULL), 0);
+	tag[7 + 128] = 'a';
+	tag[7 + 129] = 0;
+	assert_int_equal(mv_image_ref_parse(tag, &r, NULL), -EINVAL);
+}
+
+/* The published layer-index manifest (publish.c): every field checked. */
+#define D2 "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+#define D3 "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+#define DI "sha256:3333333333333333333333333333333333333333333333333333333333333333"
+#define EMPTY "{\"mediaType\": \"application/vnd.oci.empty.v1+json\", \"digest\": " \
+	"\"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a\", \"size\": 2}"
+#define OCI_MT "application/vnd.oci.image.manifest.v1+json"
+
+static int parse_pub(const char *artifact, const char *config, const char *subject, const char *layer,
+		     struct mvp_published *pub)
+{
+	char json[4096];
+	struct mv_manifest m = { .kind = MV_MANIFEST_IMAGE, .n_items = 2 };
+	struct mv_descriptor items[2];
+	struct mv_digest md;
+	struct mv_error *e = NULL;
+	strcpy(m.media_type, OCI_MT);
+	memset(items, 0, sizeof(items));
+	assert_int_equal(mv_digest_parse(D2, &items[0].digest), 0);
+	assert_int_equal(mv_digest_parse(D3, &items[1].digest), 0);
+	m.items = items;
+	assert_int_equal(mv_digest_parse(D1, &md), 0);
+	snprintf(json, sizeof(json), "{\"schemaVersion\": 2, \"mediaType\": \"" OCI_MT "\", "
+		 "\"artifactType\": \"%s\", \"config\": %s, \"subject\": %s, \"layers\": [%s]}",
+		 artifact, config, subject, layer);
+	int rc = mvp_published_parse(json, strlen(json), &md, &m, pub, &e);
+	if (rc < 0)
+		assert_true(e && e->field[0]);
+	mv_error_free(e);
+	return rc;
+}
+
+static void test_published(void **s)
+{
+	(void)s;
+	static struct mvp_published pub;
+	const char *art = MVP_ARTIFACT_TYPE;
+	const char *subj = "{\"mediaType\": \"" OCI_MT "\", \"digest\": \"" D1 "\", \"size\": 500}";
+	const char *lay = "{\"mediaType\": \"" MVP_ARTIFACT_TYPE "\", \"digest\": \"" DI "\", \"size\": 99, "
+			  "\"annotations\": {\"dev.memvisor.layer.digest\": \"" D3 "\"}}";
+	char tag[MVP_TAG_LEN];
+	struct mv_digest md;
+	assert_int_equal(mv_digest_parse(D1, &md), 0);
+	mvp_published_tag(&md, tag);
+	assert_string_equal(tag, "sha256-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.mvidx");
+	assert_int_equal(parse_pub(art, EMPTY, subj, lay, &pub), 0);
+	assert_false(pub.have[0]);
+	assert_true(pub.have[1]);
+	assert_int_equal(pub.size[1], 99);
+	assert_int_equal(parse_pub("application/x", EMPTY, subj, lay, &pub), -EBADMSG);
+	assert_int_equal(parse_pub(art, "{\"mediaType\": \"application/vnd.oci.empty.v1+json\", "
+				   "\"digest\": \"" D2 "\", \"size\": 2}", subj, lay, &pub), -EBADMSG);
+	assert_int_equal(parse_pub(art, EMPTY, "{\"mediaType\": \"" OCI_MT "\", \"digest\": \"" D2 "\", "
+				   "\"size\": 500}", lay, &pub), -EBADMSG);
+	assert_int_equal(parse_pub(art, EMPTY, "{\"mediaType\": \"" OCI_MT "\", \"digest\": \"" D1 "\", "
+				   "\"size\": -1}", lay, &pub), -EBADMSG);
+	assert_int_equal(parse_pub(art, EMPTY, subj, "", &pub), -EBADMSG);
+	char bad[1024];
+	static const char *const layers[] = {
+		/* a layer the image does not have */
+		"{\"mediaType\": \"" MVP_ARTIFACT_TYPE "\", \"digest\": \"" DI "\", \"size\": 99, "
+		"\"annotations\": {\"dev.memvisor.layer.digest\": \"" D1 "\"}}",
+		/* size 0, too big, a string */
+		"{\"mediaType\": \"" MVP_ARTIFACT_TYPE "\", \"digest\": \"" DI "\", \"size\": 0, "
+		"\"annotations\": {\"dev.memvisor.layer.digest\": \"" D3 "\"}}",
+		"{\"mediaType\": \"" MVP_ARTIFACT_TYPE "\", \"digest\": \"" DI "\", \"size\": 9999999999, "
+		"\"annotations\": {\"dev.memvisor.layer.digest\": \"" D3 "\"}}",
+		"{\"mediaType\": \"" MVP_ARTIFACT_TYPE "\", \"digest\": \"" DI "\", \"size\": \"99\", "
+		"\"annotations\": {\"dev.memvisor.layer.digest\": \"" D3 "\"}}",
+		/* wrong media type, bad digest, no annotation */
+		"{\"mediaType\": \"application/octet-stream\", \"digest\": \"" DI "\", \"size\": 99, "
+		"\"annotations\": {\"dev.memvisor.layer.digest\": \"" D3 "\"}}",
+		"{\"mediaType\": \"" MVP_ARTIFACT_TYPE "\", \"digest\": \"sha256:00\", \"size\": 99, "
+		"\"annotations\": {\"dev.memvisor.layer.digest\": \"" D3 "\"}}",
+		"{\"mediaType\": \"" MVP_ARTIFACT_TYPE "\", \"digest\": \"" DI "\", \"size\": 99}",
+	};
+	for (size_t i = 0; i < sizeof(layers) / sizeof(layers[0]); i++)
+		if (parse_pub(art, EMPTY, subj, layers[i], &pub) != -EBADMSG)
+			fail_msg("layer %zu accepted", i);
+	/* more entries than the image has layers */
+	snprintf(bad, sizeof(bad), "%s, %s, %s", lay, lay, lay);
+	assert_int_equal(parse_pub(art, EMPTY, subj, bad, &pub), -EBADMSG);
+}
+
+/* Two handles on one store in one process, writing at once: their temp
+ * names must never collide (they did when each handle counted from 0). */
+struct put_job {
+	const char *dir;
+	int who, failed;
+};
+
+static void *put_many(void *arg)
+{
+	struct put_job *j = arg;
+	struct mv_chunkstore *cs;
+	if (mv_chunkstore_open(j->dir, &cs, NULL) < 0) {
+		j->failed = 1;
+		return NULL;
+	}
+	for (int i = 0; i < 300; i++) {
+		char buf[64];
+		struct mv_digest d;
+		int n = snprintf(buf, sizeof(buf), "chunk %d of writer %d", i, j->who);
+		if (mv_chunkstore_put(cs, buf, (size_t)n, &d, NULL) < 0 || !mv_chunkstore_has(cs, &d))
+			j->failed = 1;
+	}
+	mv_chunkstore_close(cs);
+	return NULL;
+}
+
+static void test_chunkstore_two_handles(void **s)
+{
+	(void)s;
+	char dir[] = "/tmp/mvcs2.XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	struct put_job j[2] = { { dir, 0, 0 }, { dir, 1, 0 } };
+	pthread_t t[2];
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, put_many, &j[i]), 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	assert_false(j[0].failed);
+	assert_false(j[1].failed);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_digest),
+		cmocka_unit_test(test_image_ref),
+		cmocka_unit_test(test_published),
 		cmocka_unit_test(test_manifest),
 		cmocka_unit_test(test_auth),
 		cmocka_unit_test(test_tar),
 		cmocka_unit_test(test_layer_index),
 		cmocka_unit_test(test_chunkstore),
+		cmocka_unit_test(test_chunkstore_two_handles),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -347,11 +347,64 @@ static void test_bad_layers(void **s)
 	rm_db(db);
 }
 
+/* Dropping an image: refused while it has containers; the layers no other
+ * image lists are reported; partial chunk lists (zeros) round-trip. */
+static void test_drop_image(void **s)
+{
+	(void)s;
+	char db[64];
+	struct mv_layer_index *l[3];
+	struct mv_mapping *m;
+	struct mv_map_node n;
+	struct mv_digest *unused, *d, part[2];
+	size_t k;
+	int64_t a, b, c;
+	build_layers(l);
+	assert_int_equal(mv_mapping_open(tmp_db(db), &m, NULL), 0);
+	assert_int_equal(mv_mapping_add_image(m, "a", l, 3, &a, NULL), 0);
+	assert_int_equal(mv_mapping_add_image(m, "b", l, 1, &b, NULL), 0);   /* shares layer 0 */
+	assert_int_equal(mv_mapping_add_container(m, a, "c", &c, NULL), 0);
+	/* A large file's chunks arrive one by one: a zero digest is "not yet". */
+	assert_int_equal(resolve(m, c, "a/f2", &n), 0);
+	memset(part, 0, sizeof(part));
+	mv_digest_of("x", 1, &part[0]);
+	assert_int_equal(mv_mapping_set_chunks(m, c, n.ino, part, n.size ? 1 : 0), 0);
+	if (n.size) {
+		assert_int_equal(mv_mapping_chunks(m, c, n.ino, &d, &k), 0);
+		assert_int_equal(k, 1);
+		assert_memory_equal(d, part, sizeof(part[0]));
+		free(d);
+	}
+	assert_int_equal(mv_mapping_ctr_chunks(m, c, &d, &k), 0);
+	assert_int_equal(k, n.size ? 1 : 0);
+	free(d);
+	struct mv_error *e = NULL;
+	assert_int_equal(mv_mapping_drop_image(m, a, &unused, &k, &e), -EBUSY);
+	assert_non_null(e);
+	mv_error_free(e);
+	assert_int_equal(mv_mapping_drop_container(m, c, NULL), 0);
+	assert_int_equal(mv_mapping_drop_image(m, a, &unused, &k, NULL), 0);
+	assert_int_equal(k, 2);   /* layers 1 and 2; layer 0 is b's too */
+	for (size_t i = 0; i < k; i++)
+		assert_false(mv_digest_equal(&unused[i], mv_layer_index_blob_digest(l[0])));
+	free(unused);
+	assert_int_equal(mv_mapping_find_image(m, "a", &a), -ENOENT);
+	assert_int_equal(mv_mapping_find_image(m, "b", &b), 0);
+	assert_int_equal(mv_mapping_drop_image(m, b, &unused, &k, NULL), 0);
+	assert_int_equal(k, 1);
+	free(unused);
+	mv_mapping_close(m);
+	for (int i = 0; i < 3; i++)
+		mv_layer_index_free(l[i]);
+	rm_db(db);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_overlay),
 		cmocka_unit_test(test_containers),
+		cmocka_unit_test(test_drop_image),
 		cmocka_unit_test(test_bad_layers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
