@@ -11,15 +11,18 @@
 
 start_daemon --fusion-rate 200000 --guard-colours 2
 PAGES=2048   # 8M of wss
-# 2 s a pass: both VMs pause long before the second pass reaches the range.
-common="--memory 32M --workload memtouch --seed 11 --wss 8M --pattern seq --rate 1000"
+# 8 s a pass, and the second pass reaches the range (page 1536) 6 s after
+# the first ends: the pause below (the ops counter is sampled once a second)
+# lands long before, even on a loaded machine, so g1 and g2 stop with the
+# same bytes in the range.
+common="--memory 32M --workload memtouch --seed 11 --wss 8M --pattern seq --rate 250"
 mv vm create g1 $common --fusion >/dev/null
 mv vm create g2 $common --fusion >/dev/null
 mv vm create g3 $common >/dev/null
 ops() { vm_field "$1" '["stats"]["ops_done"]'; }
 one_pass() { [ "$(ops "$1")" -ge $PAGES ]; }
 for vm in g1 g2 g3; do
-  wait_for 30 one_pass $vm || fail "$vm did not write its working set"
+  wait_for 60 one_pass $vm || fail "$vm did not write its working set"
   mv vm pause $vm >/dev/null
 done
 
