@@ -16,6 +16,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include "memvisor/util.h"
 #include "ctrmgr_i.h"
@@ -91,6 +92,51 @@ static int read_small(const struct dctr *ct, const char *what, char *buf, size_t
 	return 0;
 }
 
+/* Runs `crun ARGS...` and waits: status, or -errno when it cannot start. */
+static int crun_wait(const struct ctrmgr *c, const char *const *args)
+{
+	const char *argv[8] = {"crun"};
+	size_t n = 1;
+	while (args[n - 1] && n < 7) {
+		argv[n] = args[n - 1];
+		n++;
+	}
+	argv[n] = NULL;
+	pid_t pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		int nul = open("/dev/null", O_RDWR);
+		dup2(nul, 0);
+		dup2(nul, 1);
+		dup2(nul, 2);
+		syscall(SYS_close_range, 3U, ~0U, 0U);
+		execv(c->crun, (char *const *)argv);
+		_exit(127);
+	}
+	int st = 0;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	return st;
+}
+
+/* Lock held: a shim that died without recording an exit left its crun
+ * container running on a root nobody serves (every read: ENOTCONN) and its
+ * FUSE mount behind; end both, as the shim would have. */
+static void reap_orphan(struct ctrmgr *c, const struct dctr *ct)
+{
+	char crun_id[64], rootfs[PATH_MAX + 16];
+	snprintf(crun_id, sizeof(crun_id), "mv-%s", ct->info.id);
+	const char *kill_args[] = {"kill", crun_id, "KILL", NULL};
+	const char *del_args[] = {"delete", "--force", crun_id, NULL};
+	int k = crun_wait(c, kill_args);
+	int d = crun_wait(c, del_args);
+	ctr_file(ct, "rootfs", rootfs, sizeof(rootfs));
+	int u = umount2(rootfs, MNT_DETACH) == 0 ? 0 : -errno;
+	mv_log(MV_LOG_INFO, "container %s: orphan cleanup: crun kill %d, delete %d, unmount %s",
+	       ct->info.name, k, d, u == 0 ? "done" : strerror(-u));
+}
+
 /* Lock held: the shim is gone; record how the container ended. */
 static void mark_exited(struct ctrmgr *c, struct dctr *ct)
 {
@@ -111,6 +157,7 @@ static void mark_exited(struct ctrmgr *c, struct dctr *ct)
 	} else {
 		snprintf(i->exit_reason, sizeof(i->exit_reason),
 			 "memvisor-ctr died without recording an exit");
+		reap_orphan(c, ct);
 	}
 	char *nl = strchr(i->exit_reason, '\n');
 	if (nl)
