@@ -296,10 +296,11 @@ out:
 }
 
 /* name's entry in passwd text ("name:pw:uid:gid:..."; empty fields are
- * fields): 1 found, 0 absent, -EBADMSG its uid or gid is not a number. */
+ * fields), or with name NULL the first entry whose uid is *uid: 1 found, 0
+ * absent, -EBADMSG its uid or gid is not a number. */
 static int passwd_lookup(const char *t, size_t len, const char *name, long *uid, long *gid)
 {
-	size_t nl = strlen(name);
+	size_t nl = name ? strlen(name) : 0;
 	const char *end = t + len;
 	while (t < end) {
 		const char *eol = memchr(t, '\n', (size_t)(end - t));
@@ -316,7 +317,10 @@ static int passwd_lookup(const char *t, size_t len, const char *name, long *uid,
 				break;
 			p = c + 1;
 		}
-		if (nf == 4 && fl[0] == nl && !memcmp(f[0], name, nl))
+		long u;
+		if (nf == 4 && !name && id_num(f[2], fl[2], &u) && u == *uid)
+			return id_num(f[3], fl[3], gid) ? 1 : -EBADMSG;
+		if (nf == 4 && name && fl[0] == nl && !memcmp(f[0], name, nl))
 			return id_num(f[2], fl[2], uid) && id_num(f[3], fl[3], gid) ? 1 : -EBADMSG;
 		t = eol + 1;
 	}
@@ -340,7 +344,14 @@ static int parse_user(const char *user, const char *rootfs, long *uid, long *gid
 	if (colon)
 		*colon++ = '\0';
 	if (id_num(u, strlen(u), uid)) {
-		*gid = *uid;
+		/* As runc: the group of the uid's passwd entry, else 0. */
+		char *pw;
+		size_t plen;
+		if (!colon && read_passwd(rootfs, &pw, &plen) == 0) {
+			if (passwd_lookup(pw, plen, NULL, uid, gid) != 1)
+				*gid = 0;
+			free(pw);
+		}
 	} else if (!strcmp(u, "root")) {
 		*uid = *gid = 0;
 	} else if (!*u) {

@@ -85,6 +85,11 @@ static void test_user_lookup(void **state)
 	assert_int_equal(gid, 5);
 	assert_null(with_user("77", &uid, &gid));
 	assert_int_equal(uid, 77);
+	assert_int_equal(gid, 0);   /* no entry for 77: group 0, as runc */
+	assert_null(with_user("33", &uid, &gid));
+	assert_int_equal(gid, 34);  /* the uid's entry gives its group */
+	assert_null(with_user("33:7", &uid, &gid));
+	assert_int_equal(gid, 7);
 	struct mv_error *e;
 	const char *bad[] = {"ghost", "bad", "web:staff", ":1", "4294967296", "app:-1"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
