@@ -106,6 +106,7 @@ a, a_sock = daemon("a", pa)
 b, b_sock = daemon("b", pb)
 side = {a_sock: pa, b_sock: pb}
 results = []
+load0 = list(os.getloadavg())   # other users of the machine show up here
 try:
     link_s = raw_bound(256 << 20)
     link_pages = int((256 << 20) / link_s / PAGE)
@@ -169,7 +170,8 @@ try:
             mv(b_sock, "vm", "rm", "--force", name)
     idle = [r["throughput_over_raw"] for r in results if r["dirty_rate_pages_s"] == 0]
     dirty = [r["downtime_ms"] for r in results if r["dirty_rate_pages_s"]]
-    print(json.dumps({"bench": "migrate", "link_pages_s": link_pages,
+    print(json.dumps({"bench": "migrate", "loadavg_start": load0,
+                      "loadavg_end": list(os.getloadavg()), "link_pages_s": link_pages,
                       "link_bytes_s": int((256 << 20) / link_s), "results": results,
                       "idle_throughput_over_raw_min": min(idle),
                       "downtime_ms_max_up_to_half_link": max(dirty),
