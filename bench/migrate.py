@@ -15,7 +15,8 @@ after the migration they are compared with.
 Rows: an idle guest (paused, half resident) migrated back and forth REPS
 times (medians); then guests dirtying memory at 1/8, 1/4 and 1/2 of the link
 rate, the link rate being the raw bound measured at the start in pages/s
-(the achieved dirty rate is reported as the migration measured it).
+(measured_dirty_rate is the guest's rate over the last pass as the migration
+saw it: after any auto-converge throttling, which ends with the migration).
 Prints JSON. Usage: migrate.py BUILD_DIR [--quick]"""
 import json, os, shutil, socket, statistics, subprocess, sys, tempfile, threading, time
 
@@ -152,7 +153,9 @@ try:
             name = f"g{gib}f{frac}"
             mv(a_sock, "vm", "create", name, "--memory", f"{gib}G", "--workload", "memtouch",
                "--wss", f"{gib * 512}M", "--pattern", "random", "--rate", str(rate))
-            wait_resident(a_sock, name, gib << 29)
+            # Random writes cover the working set only asymptotically (the
+            # last pages take N ln N / rate): 99% is resident enough.
+            wait_resident(a_sock, name, (gib << 29) * 99 // 100)
             r = mv(a_sock, "vm", "migrate", name, "--to", f"127.0.0.1:{pb}", "--json")
             mg = r["migration"]
             ok = mv(b_sock, "vm", "verify", name, "--json")["ok"]
@@ -161,7 +164,7 @@ try:
             total_s = mg["total_us"] / 1e6
             results.append({"guest_gib": gib, "dirty_rate_pages_s": rate, "link_fraction": frac,
                             "measured_dirty_rate_pages_s": mg["dirty_rate"],
-                            "throttle_pct": mg["throttle_pct"], "state": r["state"],
+                            "state": r["state"],
                             "verify_ok": ok, "passes": mg["pass"], "bytes_sent": mg["bytes_sent"],
                             "total_s": round(total_s, 3), "downtime_ms": mg["downtime_us"] / 1e3,
                             "raw_bound_s": round(raw, 3),
