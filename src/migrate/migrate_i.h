@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/uio.h>
 #include "memvisor/migrate.h"
 #include "stream_i.h"
 
@@ -29,6 +30,10 @@ void mig_conn_fini(struct mig_conn *c);
 /* Sends one frame (header + payload) whole; thread-safe. */
 int mig_send(struct mig_conn *c, uint16_t type, const void *payload, uint32_t len,
 	     struct mv_error **err) MV_MUST_CHECK;
+/* Sends one frame whose payload (len bytes, CRC-32C crc) is iov[1..niov-1];
+ * iov[0] is filled with the frame header. iov is modified. Thread-safe. */
+int mig_sendv(struct mig_conn *c, uint16_t type, struct iovec *iov, int niov, uint32_t len,
+	      uint32_t crc, struct mv_error **err) MV_MUST_CHECK;
 /* Receives one frame into c->rx_hdr / c->rx_buf, reading no byte past it:
  * header checks, sequence number, payload checksum. timeout_ms < 0: forever.
  * -EPIPE when the peer closed between frames. */

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <zstd.h>
+#include "memvisor/ctl.h"
 #include "memvisor/util.h"
 #include "send_i.h"
 
@@ -112,10 +113,31 @@ static int nack_reason(struct src *s, int r)
 	return r;
 }
 
+#define DIRECT_BATCH 256u   /* 256 KiB: checksummed, then sent while still in cache */
+#define DIRECT_IOV (2 * DIRECT_BATCH + 2)
+
+/* Checksums a direct batch (pages hot from the zero check) and sends it
+ * straight from guest RAM. */
+static int flush_direct(struct src *s)
+{
+	mig_put32(s->meta, s->enc.count);
+	mig_put32(s->meta + 4, 0);
+	uint32_t crc = 0;
+	for (int i = 1; i < s->niov; i++)
+		crc = mv_crc32c(crc, s->iov[i].iov_base, s->iov[i].iov_len);
+	int r = mig_sendv(&s->c, MIG_RAM, s->iov, s->niov, (uint32_t)s->enc.len, crc, s->err);
+	s->enc.count = 0;
+	s->enc.len = 8;
+	s->meta_len = 8;
+	s->niov = 0;
+	return r;
+}
+
 int src_flush(struct src *s)
 {
 	if (s->enc.count) {
-		int r = mig_send(&s->c, MIG_RAM, s->enc.buf, (uint32_t)s->enc.len, s->err);
+		int r = s->direct ? flush_direct(s)
+				  : mig_send(&s->c, MIG_RAM, s->enc.buf, (uint32_t)s->enc.len, s->err);
 		if (r < 0)
 			return nack_reason(s, r);
 		mig_ram_reset(&s->enc);
@@ -131,15 +153,52 @@ int src_flush(struct src *s)
 	return src_progress(s, false);
 }
 
+/* Adds an entry to a direct batch: its header in meta, data by reference. */
+static void direct_add(struct src *s, uint64_t gpa, uint8_t enc, const uint8_t *data)
+{
+	if (!s->niov) {
+		s->niov = 2;   /* [0]: frame header; [1]: count and pad */
+		s->iov[1] = (struct iovec){s->meta, 8};
+		s->meta_len = 8;
+		s->iov_meta = true;
+	}
+	uint8_t *h = s->meta + s->meta_len;
+	uint32_t len = data ? MV_MIGRATE_PAGE_SIZE : 0;
+	mig_put64(h, gpa);
+	h[8] = enc;
+	h[9] = h[10] = h[11] = 0;
+	mig_put32(h + 12, len);
+	s->meta_len += MIG_PAGE_ENTRY_LEN;
+	if (s->iov_meta)
+		s->iov[s->niov - 1].iov_len += MIG_PAGE_ENTRY_LEN;
+	else
+		s->iov[s->niov++] = (struct iovec){h, MIG_PAGE_ENTRY_LEN};
+	s->iov_meta = !data;
+	if (data)
+		s->iov[s->niov++] = (struct iovec){(void *)(uintptr_t)data, len};
+	s->enc.count++;
+	s->enc.len += MIG_PAGE_ENTRY_LEN + len;
+}
+
 /* Adds the page at gpa (hva) to the batch. skip_zero: the destination holds
  * zeros there already (first pass onto fresh memory). */
 int src_put_page(struct src *s, uint64_t gpa, const uint8_t *hva, bool skip_zero)
 {
+	if (s->enc.count == 0)
+		/* While the vCPUs are paused (the VMM refuses to resume them
+		 * during a migration) guest RAM cannot change under the
+		 * checksum: no private copy needed. */
+		s->direct = !s->zc && s->vcpus && mv_vcpus_paused(s->vcpus);
 	if (mig_page_is_zero(hva)) {
 		if (skip_zero)
 			return 0;
-		mig_ram_add(&s->enc, gpa, MIG_ENC_ZERO, 0);
+		if (s->direct)
+			direct_add(s, gpa, MIG_ENC_ZERO, NULL);
+		else
+			mig_ram_add(&s->enc, gpa, MIG_ENC_ZERO, 0);
 		s->pr.pages_zero++;
+	} else if (s->direct) {
+		direct_add(s, gpa, MIG_ENC_RAW, hva);
 	} else if (s->zc) {
 		/* Compress a private copy: a racing guest write must not feed
 		 * the compressor two versions of one byte. */
@@ -159,7 +218,7 @@ int src_put_page(struct src *s, uint64_t gpa, const uint8_t *hva, bool skip_zero
 	}
 	s->pr.pages_sent++;
 	s->tot_pages++;
-	return s->enc.count == MV_MIGRATE_MAX_BATCH ? src_flush(s) : 0;
+	return s->enc.count == (s->direct ? DIRECT_BATCH : MV_MIGRATE_MAX_BATCH) ? src_flush(s) : 0;
 }
 
 /* Pass 1: every page holding data. Holes are skipped without reading them
@@ -425,6 +484,8 @@ static void src_free(struct src *s)
 	for (unsigned i = 0; i < s->nregions; i++)
 		free(s->pending[i]);
 	free(s->enc.buf);
+	free(s->meta);
+	free(s->iov);
 	free(s->page);
 	free(s->zbuf);
 	free(s->req);
@@ -456,7 +517,9 @@ int mv_migrate_send(int sock, struct mv_guest_mem *mem, struct mv_dirty_log *log
 	s->nregions = mv_guest_mem_nregions(mem);
 	s->enc.buf = malloc(MIG_RAM_MAX_PAYLOAD);
 	s->page = malloc(MV_MIGRATE_PAGE_SIZE);
-	if (!s->enc.buf || !s->page)
+	s->meta = malloc(8 + DIRECT_BATCH * MIG_PAGE_ENTRY_LEN);
+	s->iov = calloc(DIRECT_IOV, sizeof(*s->iov));
+	if (!s->enc.buf || !s->page || !s->meta || !s->iov)
 		abort();
 	mig_ram_reset(&s->enc);
 	for (unsigned i = 0; i < s->nregions; i++) {

@@ -22,6 +22,14 @@ struct src {
 	struct mv_migrate_progress pr;
 	uint64_t t_start, t_cb, t_pause;
 	struct mig_ram_enc enc;
+	/* Direct batches (guest paused, no zstd): pages go from guest RAM to
+	 * the socket by reference; only entry headers are built, in meta. */
+	bool direct;               /* the current batch is direct */
+	uint8_t *meta;             /* count, pad, entry headers */
+	size_t meta_len;
+	struct iovec *iov;         /* [0] frame header, then headers and pages */
+	int niov;
+	bool iov_meta;             /* the last iovec is in meta (can grow) */
 	uint8_t *page;             /* one page: compression input */
 	ZSTD_CCtx *zc;
 	uint8_t *zbuf;

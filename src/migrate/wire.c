@@ -14,6 +14,8 @@
 #include "memvisor/util.h"
 #include "migrate_i.h"
 
+#define RX_CHUNK (128u << 10)   /* checksum received payload in cache-sized pieces */
+
 void mig_conn_init(struct mig_conn *c, int fd, int timeout_ms, uint32_t first_rx_seq)
 {
 	memset(c, 0, sizeof(*c));
@@ -98,14 +100,14 @@ static void pace(struct mig_conn *c)
 	}
 }
 
-int mig_send(struct mig_conn *c, uint16_t type, const void *payload, uint32_t len,
-	     struct mv_error **err)
+int mig_sendv(struct mig_conn *c, uint16_t type, struct iovec *iov, int niov, uint32_t len,
+	      uint32_t crc, struct mv_error **err)
 {
 	uint8_t hdr[MV_MIGRATE_HDR_SIZE];
 	pthread_mutex_lock(&c->wlock);
-	mig_hdr_put(hdr, type, len, c->tx_seq, mv_crc32c(0, payload, len));
-	struct iovec iov[2] = {{hdr, sizeof(hdr)}, {(void *)(uintptr_t)payload, len}};
-	int r = write_all(c, iov, len ? 2 : 1);
+	mig_hdr_put(hdr, type, len, c->tx_seq, crc);
+	iov[0] = (struct iovec){hdr, sizeof(hdr)};
+	int r = write_all(c, iov, niov);
 	if (r == 0) {
 		c->tx_seq++;
 		c->tx_bytes += sizeof(hdr) + len;
@@ -119,12 +121,26 @@ int mig_send(struct mig_conn *c, uint16_t type, const void *payload, uint32_t le
 	return 0;
 }
 
-static int read_exact(struct mig_conn *c, uint8_t *buf, size_t len, int timeout_ms, bool *got_any)
+int mig_send(struct mig_conn *c, uint16_t type, const void *payload, uint32_t len,
+	     struct mv_error **err)
+{
+	struct iovec iov[2] = {{NULL, 0}, {(void *)(uintptr_t)payload, len}};
+	return mig_sendv(c, type, iov, len ? 2 : 1, len, mv_crc32c(0, payload, len), err);
+}
+
+/* Reads exactly len bytes. crc (may be NULL) accumulates the CRC-32C of
+ * what was read, a chunk at a time right after each recv, while it is
+ * still in cache. */
+static int read_exact(struct mig_conn *c, uint8_t *buf, size_t len, int timeout_ms, bool *got_any,
+		      uint32_t *crc)
 {
 	size_t off = 0;
 	while (off < len) {
-		ssize_t n = recv(c->fd, buf + off, len - off, MSG_DONTWAIT);
+		size_t want = len - off < RX_CHUNK ? len - off : RX_CHUNK;
+		ssize_t n = recv(c->fd, buf + off, want, MSG_DONTWAIT);
 		if (n > 0) {
+			if (crc)
+				*crc = mv_crc32c(*crc, buf + off, (size_t)n);
 			off += (size_t)n;
 			*got_any = true;
 			continue;
@@ -146,7 +162,7 @@ int mig_recv(struct mig_conn *c, int timeout_ms, struct mv_error **err)
 {
 	uint8_t hdr[MV_MIGRATE_HDR_SIZE];
 	bool got = false;
-	int r = read_exact(c, hdr, sizeof(hdr), timeout_ms, &got);
+	int r = read_exact(c, hdr, sizeof(hdr), timeout_ms, &got, NULL);
 	if (r == -EPIPE && !got)
 		return mv_err(err, -EPIPE, "peer closed the connection");
 	if (r < 0)
@@ -160,14 +176,15 @@ int mig_recv(struct mig_conn *c, int timeout_ms, struct mv_error **err)
 	if (h->seq != c->rx_seq)
 		return mv_err(err, -EPROTO, "%s frame has sequence %u, expected %u (lost or replayed)",
 			      mig_type_name(h->type), h->seq, c->rx_seq);
-	r = read_exact(c, c->rx_buf, h->len, timeout_ms, &got);
+	uint32_t crc = 0;
+	r = read_exact(c, c->rx_buf, h->len, timeout_ms, &got, &crc);
 	if (r < 0)
 		return mv_err(err, r, "reading %s payload: %s", mig_type_name(h->type),
 			      r == -ETIMEDOUT ? "timed out" : r == -EPIPE ? "peer closed mid-frame"
 			      : strerror(-r));
-	r = mig_payload_check(h, c->rx_buf, err);
-	if (r < 0)
-		return r;
+	if (crc != h->payload_crc)
+		return mv_err(err, -EBADMSG, "%s frame (seq %u) payload checksum mismatch",
+			      mig_type_name(h->type), h->seq);
 	c->rx_seq++;
 	c->rx_bytes += sizeof(hdr) + h->len;
 	return 0;

@@ -51,6 +51,16 @@ migrate_ok z1 --compress
 migrate_ok p1 --postcopy
 for vm in z1 p1; do mv vm rm $vm; mvb vm rm --force $vm; done
 
+log "a paused guest: pages go straight from guest RAM to the socket"
+mv vm create s1 --memory 512M --workload memtouch --wss 96M --pattern seq --rate 100000 >/dev/null
+mv vm create s2 --memory 256M --workload memtouch --wss 32M --pattern hotcold --rate 20000 >/dev/null
+sleep 1.5
+mv vm pause s1 >/dev/null
+mv vm pause s2 >/dev/null
+migrate_ok s1
+migrate_ok s2 --compress
+for vm in s1 s2; do mv vm rm $vm; mvb vm rm --force $vm; done
+
 # A VM that takes a while to send: 384 MiB of data capped at 64 MiB/s.
 mv vm create big --memory 1G --workload memtouch --wss 384M --pattern seq --rate 50000 >/dev/null
 wait_for 30 bash -c "[ \$($MVCLI vm show big --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"stats\"][\"resident_bytes\"])') -ge $((384 << 20)) ]" ||
@@ -75,6 +85,17 @@ P3=$(free_port)
 python3 "$here/faultproxy.py" "$P3" "$PORT" corrupt $((8 << 20)) >"$T/proxy.out" 2>&1 &
 wait_for 5 grep -q ready "$T/proxy.out" || fail "proxy"
 expect_failed_migration "corrupted frame" "checksum|corrupt|crc|refused|NACK|closed" --to "127.0.0.1:$P3"
+mv vm pause big >/dev/null
+P4=$(free_port)
+python3 "$here/faultproxy.py" "$P4" "$PORT" corrupt $((8 << 20)) >"$T/proxy.out" 2>&1 &
+wait_for 5 grep -q ready "$T/proxy.out" || fail "proxy"
+mv vm migrate big --to "127.0.0.1:$P4" >"$T/mig.out" 2>&1 && fail "paused, corrupted frame: migration succeeded"
+grep -qiE "checksum|corrupt|crc|refused|NACK|closed" "$T/mig.out" || fail "paused, corrupted frame: $(cat "$T/mig.out")"
+[ "$(state_a big)" = paused ] || fail "paused, corrupted frame: VM is $(state_a big) on the source"
+mv vm verify big >/dev/null || fail "paused, corrupted frame: source memory damaged"
+[ "$(mvb vm ls --json | jget 'len(j["vms"])')" = 0 ] || fail "paused, corrupted frame: a VM was left on the destination"
+log "paused, corrupted frame: $(tail -1 "$T/mig.out")"
+mv vm resume big >/dev/null
 ( sleep 1.5; pkill -9 -f -- "--ctl $B_STATE/" ) &
 KILLER=$!
 expect_failed_migration "destination VMM killed" "closed|reset|pipe|EOF|connection|died|NACK" --to "127.0.0.1:$PORT" --max-bandwidth 64M

@@ -204,7 +204,8 @@ static void test_crc32c_long_buffers(void **st)
 		s ^= s << 13, s ^= s >> 7, s ^= s << 17;
 		b[i] = (uint8_t)s;
 	}
-	size_t lens[] = {0, 1, 7, 8, 4095, 12287, 12288, 12289, 24576 + 5, 30000, MAX};
+	size_t lens[] = {0, 1, 7, 8, 4079, 4080, 4081, 4095, 4096, 4112, 8160 + 3, 12287, 12288,
+			 12289, 12288 + 4080, 24576 + 5, 30000, MAX};
 	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
 		assert_int_equal(mv_crc32c(0, b, lens[i]), mv_crc32c_portable(0, b, lens[i]));
 		uint32_t part = mv_crc32c(0, b, lens[i] / 3);
