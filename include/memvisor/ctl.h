@@ -36,6 +36,8 @@ enum mv_ctl_type {
 	MV_CTL_FUSE,          /* map pool pages over guest pages; reply: results, broken pages */
 	MV_CTL_UNFUSE,        /* copy every fused page back into guest RAM */
 	MV_CTL_GUARD,         /* mlock/munlock a sensitive guest range; reply: region HVAs */
+	MV_CTL_SAMPLE,        /* trap accesses to fused pages for one window; reply: the last window */
+	MV_CTL_THROTTLE,      /* hold the vCPUs back (the guard's response to a suspect) */
 	MV_CTL__COUNT
 };
 
@@ -102,6 +104,9 @@ struct mv_ctl_status {
 	uint32_t mig_result;   /* 0 running, 1 done (VM lives at the destination), 2 failed */
 	struct mv_migrate_progress mig;
 	char mig_error[256];
+	uint64_t wl_aux[4];    /* workload results, summed over vCPUs (struct mv_wl_state aux) */
+	uint32_t throttle_pct;
+	uint32_t pad;
 };
 
 /* Migration options as they cross the control channel. */
@@ -134,7 +139,7 @@ struct mv_ctl_verify {
  * still holds the same bytes. The pool fd (read-only) rides along once per
  * VMM (nfds 1); n may be 0 to just collect broken pages. */
 #define MV_CTL_FUSE_MAX 512
-#define MV_CTL_BROKEN_MAX 1024
+#define MV_CTL_BROKEN_MAX 512
 struct mv_ctl_fuse_entry {
 	uint64_t gpa;
 	uint64_t pool_off;
@@ -160,6 +165,37 @@ struct mv_ctl_fuse_reply {
 	uint64_t cow_breaks;   /* total */
 	uint8_t result[MV_CTL_FUSE_MAX];   /* enum mv_ctl_fuse_result */
 	uint64_t broken[MV_CTL_BROKEN_MAX];
+	/* Per broken page, for the guard's write-probe signal: how long it had
+	 * been fused when the write came, and how long before this reply. */
+	uint32_t age_ms[MV_CTL_BROKEN_MAX];
+	uint32_t ago_ms[MV_CTL_BROKEN_MAX];
+};
+
+/* SAMPLE request: trap every access to these fused guest pages until the
+ * next SAMPLE (the mapping is made PROT_NONE; the first access faults, is
+ * counted and restores read access at once). The reply reports the window
+ * that just ended: which of the previous call's pages were touched (pages
+ * no longer fused, or never armed, read 0 with armed 0). n may be 0. */
+#define MV_CTL_SAMPLE_MAX 64
+struct mv_ctl_sample {
+	uint32_t n;
+	uint32_t pad;
+	uint64_t gpa[MV_CTL_SAMPLE_MAX];
+};
+
+struct mv_ctl_sample_reply {
+	uint32_t n;
+	uint32_t pad;
+	uint64_t window_us;    /* how long the reported window lasted */
+	uint64_t gpa[MV_CTL_SAMPLE_MAX];
+	uint8_t armed[MV_CTL_SAMPLE_MAX];
+	uint8_t touched[MV_CTL_SAMPLE_MAX];
+};
+
+/* THROTTLE request: vCPUs run (100 - pct)% of the time; 0 = off, <= 99. */
+struct mv_ctl_throttle {
+	uint32_t pct;
+	uint32_t pad;
 };
 
 /* UNFUSE reply. */

@@ -10,6 +10,7 @@
 enum route_id {
 	R_HOST, R_VMS, R_VM, R_VM_PAUSE, R_VM_RESUME, R_VM_STOP, R_VM_VERIFY, R_VM_MIGRATE,
 	R_VM_SENSITIVE, R_VM_SENSITIVE_ONE, R_UPGRADE, R_METRICS, R_FUSION, R_GUARD,
+	R_GUARD_EVENTS, R_GUARD_POLICY,
 };
 
 /* Methods as a bit set; HEAD rides along with GET (MHD drops the body). */
@@ -35,6 +36,8 @@ static const struct route routes[] = {
 	[R_METRICS] = {M_GET, 0},
 	[R_FUSION] = {M_GET, 0},
 	[R_GUARD] = {M_GET, 0},
+	[R_GUARD_EVENTS] = {M_GET, 0},
+	[R_GUARD_POLICY] = {M_GET | M_POST, M_POST},
 };
 
 static const char *const vm_actions[] = {
@@ -51,6 +54,7 @@ static const char *const templates[] = {
 	[R_METRICS] = "/metrics", [R_FUSION] = "/v1/fusion",
 	[R_VM_SENSITIVE] = "/v1/vms/{vm}/sensitive", [R_VM_SENSITIVE_ONE] = "/v1/vms/{vm}/sensitive/{id}",
 	[R_GUARD] = "/v1/guard",
+	[R_GUARD_EVENTS] = "/v1/guard/events", [R_GUARD_POLICY] = "/v1/guard/policy",
 };
 
 void mv_api_routes_each(void (*fn)(const char *method, const char *path, void *arg), void *arg)
@@ -104,6 +108,10 @@ static int match(const char *path, char *ref, size_t reflen, bool *ref_ok, const
 		return R_FUSION;
 	if (strcmp(path, "/v1/guard") == 0)
 		return R_GUARD;
+	if (strcmp(path, "/v1/guard/events") == 0)
+		return R_GUARD_EVENTS;
+	if (strcmp(path, "/v1/guard/policy") == 0)
+		return R_GUARD_POLICY;
 	if (strncmp(path, vms, sizeof(vms) - 1) != 0)
 		return -1;
 	const char *seg = path + sizeof(vms) - 1;
@@ -232,6 +240,12 @@ void api_route(const struct mv_api_backend *be, void *ctx, const struct api_req 
 		return;
 	case R_GUARD:
 		api_guard_get(be, ctx, out);
+		return;
+	case R_GUARD_EVENTS:
+		api_guard_events(be, ctx, out);
+		return;
+	case R_GUARD_POLICY:
+		api_guard_policy(be, ctx, rq, m == M_POST, out);
 		return;
 	}
 }

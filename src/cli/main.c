@@ -25,6 +25,8 @@ static const char usage[] =
 	"  vm sensitive add|ls|rm VM  mark guest ranges sensitive (side-channel guard)\n"
 	"  fusion status            page fusion: pages shared, memory saved\n"
 	"  guard status             side-channel guard: other VMs' data in sensitive ranges\n"
+	"  guard events             side-channel guard: suspected attackers detected\n"
+	"  guard policy [set ...]   side-channel guard: thresholds, deny list, response\n"
 	"  metrics                  Prometheus metrics, raw\n"
 	"  help [COMMAND]           show help for a command\n"
 	"\n"

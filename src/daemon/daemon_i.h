@@ -11,7 +11,29 @@
 #include <stdio.h>
 #include "memvisor/api.h"
 #include "memvisor/ctl.h"
+#include "memvisor/guard.h"
 #include "memvisor/mem.h"
+
+/* guard_detect.c's per-VM state: the write-probe window and the pages of
+ * other tenants' sensitive ranges this VM shares (sampled access). */
+struct gwatch {
+	uint64_t gpa;              /* this VM's page, fused with ... */
+	uint64_t owner_key;        /* ... a page of this VM's sensitive range */
+	uint64_t owner_gpa;
+	struct mv_guard_sampled s;
+	bool seen;                 /* still co-resident at the last check */
+};
+
+struct gdet {
+	struct mv_guard_wprobe wp;
+	uint64_t wp_victim, wp_gpa;
+	bool flagged[MV_SIG__COUNT];   /* detected once: no repeat events */
+	int pending;                   /* action + 1 to apply at the next tick, 0 none */
+	uint64_t pending_event;
+	struct gwatch watch[MV_CTL_SAMPLE_MAX];
+	uint32_t nwatch;
+	bool sampling;                 /* its VMM has pages trapped */
+};
 
 struct dvm {
 	struct mv_vm_info info;      /* what the API shows; persistent part lives in SQLite */
@@ -24,6 +46,7 @@ struct dvm {
 	uint64_t minflt, majflt;     /* VMM page faults */
 	uint64_t fkey;               /* its key in the fusion library (never reused) */
 	bool fusion_pool_sent;       /* its current VMM holds the fusion pool fd */
+	struct gdet det;             /* guard_detect.c */
 	char dir[PATH_MAX];          /* <state>/vms/<id> */
 };
 
@@ -57,6 +80,7 @@ struct vmmgr {
 	pthread_t fusion_thread;
 	bool fusion_running, fusion_quit;
 	struct guard *guard;         /* guard.c: sensitive ranges, co-residency findings */
+	struct detect *detect;       /* guard_detect.c: policy, events */
 };
 
 /* state.c */
@@ -113,6 +137,8 @@ void vm_dir_clean(const char *dir);
 /* Called with m->lock held: the VMM is gone; record how and release its RAM. */
 void vmmgr_vm_exited(struct vmmgr *m, struct dvm *vm);
 uint64_t vmmgr_used(struct vmmgr *m);
+/* Lock held: STOP, or a kill when the VMM does not answer. */
+int vmmgr_stop_vm(struct vmmgr *m, struct dvm *vm, struct mv_error **err);
 
 /* watch.c */
 int watch_start(struct vmmgr *m);
@@ -153,6 +179,31 @@ int guard_sensitive_list(void *ctx, const char *ref, struct mv_sensitive_range *
 int guard_sensitive_remove(void *ctx, const char *ref, uint64_t id, struct mv_error **err);
 int guard_get(void *ctx, struct mv_guard_info *out, struct mv_error **err);
 
+/* guard_detect.c: detection of attackers and the policy's responses. */
+void detect_init(struct vmmgr *m);
+void detect_fini(struct vmmgr *m);
+/* Lock held. fresh cross-VM breaks of vm's fused pages, the earliest at
+ * first_ms (mv_now_ns() / 1e6), sharing with victim_key, e.g. gpa. Also call
+ * with fresh 0 to age the window. */
+void detect_breaks(struct vmmgr *m, struct dvm *vm, uint32_t fresh, uint64_t first_ms,
+		   uint64_t victim_key, uint64_t gpa);
+uint32_t detect_fresh_ms(struct vmmgr *m);
+/* Lock held, from the guard's check: the pages other VMs share with sensitive
+ * ranges (begin, one call per page, end). */
+void detect_watch_begin(struct vmmgr *m);
+void detect_watch(struct vmmgr *m, uint64_t other_key, uint64_t other_gpa, uint64_t owner_key,
+		  uint64_t owner_gpa);
+void detect_watch_end(struct vmmgr *m);
+void detect_deny_check(struct vmmgr *m, const struct mv_guard_range *rs, size_t n);
+/* Lock held, every fusion tick: ends a trapped window, arms the next. */
+void detect_sample_tick(struct vmmgr *m);
+/* Lock held: applies the queued responses. */
+void detect_respond(struct vmmgr *m);
+void detect_metrics(struct vmmgr *m, FILE *f);
+/* API backend (take the lock). */
+int detect_events(void *ctx, struct mv_guard_event_info **out, size_t *n, struct mv_error **err);
+int detect_policy_get(void *ctx, struct mv_guard_policy *out, struct mv_error **err);
+int detect_policy_set(void *ctx, const struct mv_guard_policy *in, struct mv_error **err);
 /* metrics.c */
 char *metrics_render(struct vmmgr *m);
 

@@ -50,7 +50,7 @@ static uint64_t map_count_limit(void)
 
 static bool eligible(const struct dvm *vm)
 {
-	return vm->info.fusion && vm->ctl >= 0 && vm->mem.n > 0 &&
+	return vm->info.fusion && !vm->info.fusion_excluded && vm->ctl >= 0 && vm->mem.n > 0 &&
 	       (vm->info.state == MV_VM_RUNNING || vm->info.state == MV_VM_PAUSED);
 }
 
@@ -97,8 +97,21 @@ static int fuse_call(struct vmmgr *m, struct dvm *vm, const struct mv_fusion_mer
 		mv_fusion_commit(m->fusion, &e[i], out.result[i] == MV_FUSE_DONE);
 	for (uint32_t i = out.n; i < n; i++)
 		mv_fusion_commit(m->fusion, &e[i], false);
-	for (uint32_t i = 0; i < out.nbroken; i++)
-		mv_fusion_broken(m->fusion, vm->fkey, out.broken[i]);
+	/* The write-probe signal: breaks of pages another VM shared, fused shortly before. */
+	uint32_t fresh = 0, fresh_ms = detect_fresh_ms(m);
+	uint64_t first = UINT64_MAX, victim = 0, gpa = 0, now = mv_now_ns() / 1000000;
+	for (uint32_t i = 0; i < out.nbroken; i++) {
+		uint64_t other = 0;
+		size_t shared = mv_fusion_broken(m->fusion, vm->fkey, out.broken[i], &other);
+		if (shared && out.age_ms[i] < fresh_ms) {
+			fresh++;
+			victim = other;
+			gpa = out.broken[i];
+			uint64_t at = now - out.ago_ms[i];
+			first = at < first ? at : first;
+		}
+	}
+	detect_breaks(m, vm, fresh, fresh ? first : now, victim, gpa);
 	vm->info.fused_pages = out.fused;
 	vm->info.cow_breaks = out.cow_breaks;
 	return out.more ? 1 : 0;
@@ -183,6 +196,8 @@ static void *fusion_main(void *arg)
 				;
 			apply(m, props + i, j - i);
 		}
+		detect_sample_tick(m);
+		detect_respond(m);
 	}
 	pthread_mutex_unlock(&m->lock);
 	free(props);

@@ -11,7 +11,11 @@
  * Faults that are not on a fused page go to the previous handler (ASan's, or
  * the default), so real crashes still crash. UNFUSE copies every fused page
  * back (before a hand-over or an outgoing migration, whose readers see only
- * the memfds). */
+ * the memfds). For the side-channel guard: each page remembers when it was
+ * fused and when a write broke it (the write-probe signal rides on FUSE
+ * replies), and SAMPLE traps every access to chosen fused pages for one
+ * window (state TRAP, mapping PROT_NONE: the first access faults, is counted
+ * and gets read access back at once, so the guest only sees a slow access). */
 #include <errno.h>
 #include <signal.h>
 #include <sched.h>
@@ -21,13 +25,14 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <fcntl.h>
+#include <time.h>
 #include <unistd.h>
 #include "memvisor/util.h"
 #include "vmm_i.h"
 
 #define PS MV_PAGE_SIZE
 
-enum { ST_NONE = 0, ST_FUSED, ST_BUSY };
+enum { ST_NONE = 0, ST_FUSED, ST_BUSY, ST_TRAP };
 
 struct fregion {
 	uint8_t *hva;
@@ -35,6 +40,9 @@ struct fregion {
 	int fd;                      /* the mapping's memfd (owned by the guest memory) */
 	_Atomic uint8_t *state;      /* per page; NULL for hugetlb regions */
 	_Atomic uint64_t *broken;    /* per page: COW-broken since the last FUSE reply */
+	_Atomic uint64_t *touched;   /* per page: accessed while trapped (SAMPLE) */
+	uint32_t *fused_ms;          /* per page: when it was fused (ms since t0) */
+	_Atomic uint32_t *broke_ms;  /* per page: when a guest write broke it */
 };
 
 struct vmm_fusion {
@@ -44,6 +52,11 @@ struct vmm_fusion {
 	struct fregion r[MV_MEM_MAX_REGIONS];
 	_Atomic(struct mv_dirty_log *) log;
 	atomic_uint_fast64_t fused, cow_breaks, pending_broken;
+	uint64_t t0;                 /* CLOCK_MONOTONIC ns the stamps count from */
+	uint64_t sampled[MV_CTL_SAMPLE_MAX];   /* the trapped window's pages */
+	uint8_t sample_armed[MV_CTL_SAMPLE_MAX];
+	uint32_t nsampled;
+	uint64_t sample_t0;
 	uint8_t cmp[PS];
 };
 
@@ -73,6 +86,14 @@ static void chain(int sig, siginfo_t *si, void *uc)
 
 /* Copies fused page p of r back into the guest memfd and maps it read-write.
  * The caller holds the page's BUSY state; async-signal-safe. */
+static uint32_t now_ms(const struct vmm_fusion *f)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);   /* async-signal-safe */
+	uint64_t ns = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+	return (uint32_t)((ns - f->t0) / 1000000);
+}
+
 static bool cow(struct vmm_fusion *f, struct fregion *r, uint64_t p, bool guest)
 {
 	uint8_t *hva = r->hva + p * PS;
@@ -82,6 +103,7 @@ static bool cow(struct vmm_fusion *f, struct fregion *r, uint64_t p, bool guest)
 		 (off_t)(p * PS)) == MAP_FAILED)
 		return false;
 	(void)mv_dirty_rearm_range(atomic_load_explicit(&f->log, memory_order_acquire), hva, PS);
+	atomic_store_explicit(&r->broke_ms[p], now_ms(f), memory_order_relaxed);
 	atomic_fetch_or(&r->broken[p / 64], 1ULL << (p % 64));
 	atomic_fetch_add(&f->pending_broken, 1);
 	atomic_fetch_sub(&f->fused, 1);
@@ -118,6 +140,17 @@ static bool fault(struct vmm_fusion *f, const void *addr)
 			sched_yield();
 			continue;
 		}
+		if (s == ST_TRAP) {
+			/* A sampled access: count it, give read access back at once. */
+			uint8_t t = ST_TRAP;
+			if (!atomic_compare_exchange_strong(&r->state[p], &t, ST_BUSY))
+				continue;
+			bool ok = mprotect(r->hva + p * PS, PS, PROT_READ) == 0;
+			atomic_fetch_or(&r->touched[p / 64], 1ULL << (p % 64));
+			atomic_store_explicit(&r->state[p], ok ? ST_FUSED : ST_TRAP,
+					      memory_order_release);
+			return ok;
+		}
 		uint8_t want = ST_FUSED;
 		if (atomic_compare_exchange_strong(&r->state[p], &want, ST_BUSY)) {
 			if (cow(f, r, p, true))
@@ -151,6 +184,7 @@ static struct vmm_fusion *fusion_new(struct vmm *v)
 	if (!f)
 		abort();
 	f->pool_fd = -1;
+	f->t0 = mv_now_ns();
 	f->n = mv_guest_mem_nregions(v->mem);
 	for (unsigned i = 0; i < f->n; i++) {
 		const struct mv_mem_region *mr = mv_guest_mem_region(v->mem, i);
@@ -161,23 +195,34 @@ static struct vmm_fusion *fusion_new(struct vmm *v)
 		uint64_t np = mr->size / PS;
 		r->state = calloc(np, 1);
 		r->broken = calloc((np + 63) / 64, sizeof(uint64_t));
-		if (!r->state || !r->broken)
+		r->touched = calloc((np + 63) / 64, sizeof(uint64_t));
+		r->fused_ms = calloc(np, sizeof(uint32_t));
+		r->broke_ms = calloc(np, sizeof(uint32_t));
+		if (!r->state || !r->broken || !r->touched || !r->fused_ms || !r->broke_ms)
 			abort();
 	}
 	atomic_store_explicit(&f->log, v->dirty, memory_order_release);
 	return f;
 }
 
+static struct fregion *region_of_gpa(struct vmm_fusion *f, uint64_t gpa, uint64_t *page)
+{
+	for (unsigned i = 0; i < f->n; i++) {
+		struct fregion *r = &f->r[i];
+		if (r->state && gpa >= r->gpa && gpa - r->gpa < r->size) {
+			*page = (gpa - r->gpa) / PS;
+			return r;
+		}
+	}
+	return NULL;
+}
+
 static uint8_t fuse_one(struct vmm_fusion *f, uint64_t gpa, uint64_t pool_off)
 {
 	uint64_t p = 0;
-	struct fregion *r = NULL;
-	for (unsigned i = 0; i < f->n && !r; i++)
-		if (f->r[i].state && gpa >= f->r[i].gpa && gpa - f->r[i].gpa < f->r[i].size)
-			r = &f->r[i];
+	struct fregion *r = region_of_gpa(f, gpa, &p);
 	if (!r || pool_off + PS > f->pool_size)
 		return MV_FUSE_SKIP;
-	p = (gpa - r->gpa) / PS;
 	uint8_t want = ST_NONE;
 	if (!atomic_compare_exchange_strong(&r->state[p], &want, ST_BUSY))
 		return MV_FUSE_SKIP;
@@ -193,6 +238,7 @@ static uint8_t fuse_one(struct vmm_fusion *f, uint64_t gpa, uint64_t pool_off)
 	/* The guest reads the pool page now: free the private copy. */
 	(void)fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(p * PS), PS);
 	atomic_fetch_add(&f->fused, 1);
+	r->fused_ms[p] = now_ms(f);
 	atomic_store_explicit(&r->state[p], ST_FUSED, memory_order_release);
 	return MV_FUSE_DONE;
 miss:
@@ -206,6 +252,7 @@ static void collect_broken(struct vmm_fusion *f, struct mv_ctl_fuse_reply *out)
 {
 	if (!atomic_load(&f->pending_broken))
 		return;
+	uint32_t now = now_ms(f);
 	for (unsigned i = 0; i < f->n; i++) {
 		struct fregion *r = &f->r[i];
 		uint64_t words = r->broken ? (r->size / PS + 63) / 64 : 0;
@@ -221,7 +268,11 @@ static void collect_broken(struct vmm_fusion *f, struct mv_ctl_fuse_reply *out)
 				}
 				unsigned b = (unsigned)__builtin_ctzll(bits);
 				bits &= bits - 1;
-				out->broken[out->nbroken++] = r->gpa + (w * 64 + b) * PS;
+				uint64_t p = w * 64 + b;
+				uint32_t at = atomic_load_explicit(&r->broke_ms[p], memory_order_relaxed);
+				out->age_ms[out->nbroken] = at - r->fused_ms[p];
+				out->ago_ms[out->nbroken] = now - at;
+				out->broken[out->nbroken++] = r->gpa + p * PS;
 				atomic_fetch_sub(&f->pending_broken, 1);
 			}
 		}
@@ -281,12 +332,72 @@ fail:
 	return r;
 }
 
+/* Ends a trap: read access back, FUSED again (unless a fault already did). */
+static void untrap(struct fregion *r, uint64_t p)
+{
+	uint8_t want = ST_TRAP;
+	if (!atomic_compare_exchange_strong(&r->state[p], &want, ST_BUSY))
+		return;
+	bool ok = mprotect(r->hva + p * PS, PS, PROT_READ) == 0;
+	atomic_store_explicit(&r->state[p], ok ? ST_FUSED : ST_TRAP, memory_order_release);
+}
+
+static void untrap_all(struct vmm_fusion *f)
+{
+	for (uint32_t i = 0; i < f->nsampled; i++) {
+		uint64_t p;
+		struct fregion *r = region_of_gpa(f, f->sampled[i], &p);
+		if (r && f->sample_armed[i])
+			untrap(r, p);
+	}
+	f->nsampled = 0;
+}
+
+int vmm_fusion_sample(struct vmm *v, const struct mv_ctl_sample *req, struct mv_ctl_sample_reply *out)
+{
+	memset(out, 0, sizeof(*out));
+	struct vmm_fusion *f = v->fusion;
+	if (!f)
+		return 0;   /* nothing fused yet: nothing to trap */
+	uint64_t now = mv_now_ns();
+	out->window_us = f->nsampled ? (now - f->sample_t0) / 1000 : 0;
+	for (uint32_t i = 0; i < f->nsampled; i++) {
+		uint64_t p;
+		struct fregion *r = region_of_gpa(f, f->sampled[i], &p);
+		out->gpa[i] = f->sampled[i];
+		out->armed[i] = f->sample_armed[i];
+		if (!r || !f->sample_armed[i])
+			continue;
+		untrap(r, p);
+		uint64_t bit = 1ULL << (p % 64);
+		out->touched[i] = (atomic_fetch_and(&r->touched[p / 64], ~bit) & bit) != 0;
+	}
+	out->n = f->nsampled;
+	f->nsampled = 0;
+	for (uint32_t i = 0; i < req->n && i < MV_CTL_SAMPLE_MAX; i++) {
+		uint64_t p;
+		struct fregion *r = region_of_gpa(f, req->gpa[i], &p);
+		uint8_t armed = 0, want = ST_FUSED;
+		if (r && atomic_compare_exchange_strong(&r->state[p], &want, ST_BUSY)) {
+			atomic_fetch_and(&r->touched[p / 64], ~(1ULL << (p % 64)));
+			armed = mprotect(r->hva + p * PS, PS, PROT_NONE) == 0;
+			atomic_store_explicit(&r->state[p], armed ? ST_TRAP : ST_FUSED,
+					      memory_order_release);
+		}
+		f->sampled[f->nsampled] = req->gpa[i];
+		f->sample_armed[f->nsampled++] = armed;
+	}
+	f->sample_t0 = now;
+	return 0;
+}
+
 int vmm_fusion_unfuse_all(struct vmm *v, struct mv_ctl_unfuse *out)
 {
 	memset(out, 0, sizeof(*out));
 	struct vmm_fusion *f = v->fusion;
 	if (!f)
 		return 0;
+	untrap_all(f);
 	int r = 0;
 	for (unsigned i = 0; i < f->n; i++) {
 		struct fregion *rg = &f->r[i];
@@ -331,6 +442,9 @@ void vmm_fusion_teardown(struct vmm *v)
 	for (unsigned i = 0; i < f->n; i++) {
 		free((void *)f->r[i].state);
 		free((void *)f->r[i].broken);
+		free((void *)f->r[i].touched);
+		free(f->r[i].fused_ms);
+		free((void *)f->r[i].broke_ms);
 	}
 	if (f->pool_fd >= 0)
 		close(f->pool_fd);
