@@ -1,9 +1,10 @@
 /* The "secret" workload: the victim of the side-channel attack tests. Its
  * slice holds the secret page (page 0, content from the seed: what a dedup
- * write-probe attacker guesses) and a public page (page 1, the same bytes in
- * every VM, so fusion merges it with an attacker's copy). Each op reads, for
- * every secret bit i, cache line 2i + bit of the public page: secret-
- * dependent accesses a Flush+Reload attacker sharing the page can observe.
+ * write-probe attacker guesses) and two public pages (pages 1-2, the same
+ * bytes in every VM, so fusion merges them with an attacker's copies). Each
+ * op reads, for every secret bit i, cache line 2(i % 16) + bit of public
+ * page i / 16: secret-dependent accesses a Flush+Reload attacker sharing the
+ * pages can observe.
  * Reads only, so the fused pages stay fused. aux[0] counts sweeps. */
 #include <errno.h>
 #include <string.h>
@@ -21,10 +22,10 @@ void mv_secret_page_fill(uint64_t *w, uint64_t seed)
 		w[j] = mv_prng_at(seed ^ SECRET_STREAM, j);
 }
 
-void mv_public_page_fill(uint64_t *w)
+void mv_public_page_fill(uint64_t *w, unsigned idx)
 {
 	for (uint64_t j = 0; j < MV_WL_PAGE / 8; j++)
-		w[j] = mv_prng_at(PUBLIC_SEED, j);
+		w[j] = mv_prng_at(PUBLIC_SEED + idx, j);
 }
 
 uint32_t mv_secret_bits(uint64_t seed)
@@ -35,11 +36,12 @@ uint32_t mv_secret_bits(uint64_t seed)
 static int secret_init(struct mv_wl_state *st, struct mv_guest_mem *m, struct mv_error **err)
 {
 	uint8_t *hva = mv_wl_slice(st, m);
-	if (!hva || st->gpa_len < 2 * MV_WL_PAGE)
-		return mv_err(err, -EINVAL, "vcpu %u: secret needs 2 pages of working set", st->vcpu);
+	if (!hva || st->gpa_len < (1 + MV_PUBLIC_PAGES) * MV_WL_PAGE)
+		return mv_err(err, -EINVAL, "vcpu %u: secret needs 3 pages of working set", st->vcpu);
 	mv_wl_zero(hva, st->gpa_len);
 	mv_secret_page_fill((uint64_t *)hva, st->p.seed);
-	mv_public_page_fill((uint64_t *)(hva + MV_WL_PAGE));
+	for (unsigned k = 0; k < MV_PUBLIC_PAGES; k++)
+		mv_public_page_fill((uint64_t *)(hva + (1 + k) * MV_WL_PAGE), k);
 	st->ops_done = 0;
 	memset(st->aux, 0, sizeof(st->aux));
 	return 0;
@@ -54,7 +56,8 @@ static int64_t secret_step(struct mv_wl_state *st, struct mv_guest_mem *m, uint6
 	uint32_t bits = mv_secret_bits(st->p.seed);
 	for (uint64_t op = 0; op < max_ops; op++) {
 		for (unsigned i = 0; i < MV_SECRET_BITS; i++)
-			(void)pub[(2 * i + ((bits >> i) & 1)) * LINE];
+			(void)pub[(i / MV_BITS_PER_PAGE) * MV_WL_PAGE +
+				  (2 * (i % MV_BITS_PER_PAGE) + ((bits >> i) & 1)) * LINE];
 		st->ops_done++;
 		st->aux[0]++;
 	}
@@ -65,15 +68,17 @@ static int secret_verify(const struct mv_wl_state *st, struct mv_guest_mem *m,
 			 struct mv_error **err)
 {
 	const uint8_t *hva = mv_wl_slice(st, m);
-	if (st->kind != MV_WL_SECRET || !hva || st->gpa_len < 2 * MV_WL_PAGE)
+	if (st->kind != MV_WL_SECRET || !hva || st->gpa_len < (1 + MV_PUBLIC_PAGES) * MV_WL_PAGE)
 		return mv_err(err, -EIO, "vcpu %u: secret state is corrupt", st->vcpu);
 	static _Thread_local uint64_t want[MV_WL_PAGE / 8];
 	mv_secret_page_fill(want, st->p.seed);
 	if (memcmp(hva, want, MV_WL_PAGE) != 0)
 		return mv_err(err, -EIO, "vcpu %u: the secret page changed", st->vcpu);
-	mv_public_page_fill(want);
-	if (memcmp(hva + MV_WL_PAGE, want, MV_WL_PAGE) != 0)
-		return mv_err(err, -EIO, "vcpu %u: the public page changed", st->vcpu);
+	for (unsigned k = 0; k < MV_PUBLIC_PAGES; k++) {
+		mv_public_page_fill(want, k);
+		if (memcmp(hva + (1 + k) * MV_WL_PAGE, want, MV_WL_PAGE) != 0)
+			return mv_err(err, -EIO, "vcpu %u: public page %u changed", st->vcpu, k);
+	}
 	return 0;
 }
 

@@ -93,9 +93,9 @@ int mv_wl_params_validate(const struct mv_wl_params *p, uint64_t ram_size, uint3
 	if (attack && p->rate != 0)
 		return mv_err_field(err, -EINVAL, "workload.rate",
 				    "%s runs in rounds of its own; rate must be 0", kind_names[p->kind]);
-	if (attack && (nvcpus != 1 || p->wss_bytes < 3 * MV_WL_PAGE))
+	if (attack && (nvcpus != 1 || p->wss_bytes < 4 * MV_WL_PAGE))
 		return mv_err_field(err, -EINVAL, "workload.wss",
-				    "%s needs 1 vCPU and at least 3 pages of working set",
+				    "%s needs 1 vCPU and at least 4 pages of working set",
 				    kind_names[p->kind]);
 	if (p->put_pct > 100)
 		return mv_err_field(err, -EINVAL, "workload.put_pct",
