@@ -114,8 +114,10 @@ struct mv_guard_policy {
 	struct mv_guard_deny deny[MV_GUARD_DENY_MAX];
 };
 
-/* The defaults: detect on, action unfuse, throttle 90 %, write probe 16
- * pages fused < 10 s within 1 s, sampled access 80 % of 8 windows. */
+/* The defaults: detect on, action unfuse, throttle 90 %, write probe 32
+ * pages fused < 10 s broken within 10 ms (a prober breaks its candidates in
+ * a burst, ~30 per ms here; a guest rewriting shared pages at 1000 pages/s
+ * stays at 10), sampled access 80 % of 8 windows. */
 void mv_guard_policy_default(struct mv_guard_policy *p);
 /* Validates every field; errors name it ("write_probe.min_pages", ...). */
 int mv_guard_policy_check(const struct mv_guard_policy *p, struct mv_error **err) MV_MUST_CHECK;
@@ -131,12 +133,13 @@ struct mv_guard_wprobe {
 	uint32_t n[MV_GUARD_WP_SLOTS];       /* breaks then */
 	uint32_t head, used;
 };
-/* Books n fresh breaks that happened at at_ms (now_ms: the caller's clock);
- * true when the last wp_window_ms hold >= wp_min_pages; *count and *first_ms
- * (the window's earliest break) describe it. Entries older than the window go. */
+/* Books n fresh breaks that happened at at_ms (add them in time order; they
+ * arrive up to a FUSE round trip late, so the window is on break times, not
+ * on the caller's clock); true when the wp_window_ms up to at_ms hold >=
+ * wp_min_pages breaks; *count and *first_ms (the window's earliest break)
+ * describe it. Entries older than the window go. */
 bool mv_guard_wprobe_add(struct mv_guard_wprobe *w, const struct mv_guard_policy *p,
-			 uint64_t at_ms, uint32_t n, uint64_t now_ms, uint64_t *count,
-			 uint64_t *first_ms);
+			 uint64_t at_ms, uint32_t n, uint64_t *count, uint64_t *first_ms);
 void mv_guard_wprobe_reset(struct mv_guard_wprobe *w);
 
 /* Sampled-access history of one (suspect VM, page): one bit per window. */

@@ -182,10 +182,9 @@ int guard_get(void *ctx, struct mv_guard_info *out, struct mv_error **err);
 /* guard_detect.c: detection of attackers and the policy's responses. */
 void detect_init(struct vmmgr *m);
 void detect_fini(struct vmmgr *m);
-/* Lock held. fresh cross-VM breaks of vm's fused pages, the earliest at
- * first_ms (mv_now_ns() / 1e6), sharing with victim_key, e.g. gpa. Also call
- * with fresh 0 to age the window. */
-void detect_breaks(struct vmmgr *m, struct dvm *vm, uint32_t fresh, uint64_t first_ms,
+/* Lock held. n fresh cross-VM breaks of vm's fused pages at at_ms[]
+ * (mv_now_ns() / 1e6; sorted here), sharing with victim_key, e.g. gpa. */
+void detect_breaks(struct vmmgr *m, struct dvm *vm, uint64_t *at_ms, uint32_t n,
 		   uint64_t victim_key, uint64_t gpa);
 uint32_t detect_fresh_ms(struct vmmgr *m);
 /* Lock held, from the guard's check: the pages other VMs share with sensitive

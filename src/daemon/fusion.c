@@ -97,21 +97,21 @@ static int fuse_call(struct vmmgr *m, struct dvm *vm, const struct mv_fusion_mer
 		mv_fusion_commit(m->fusion, &e[i], out.result[i] == MV_FUSE_DONE);
 	for (uint32_t i = out.n; i < n; i++)
 		mv_fusion_commit(m->fusion, &e[i], false);
-	/* The write-probe signal: breaks of pages another VM shared, fused shortly before. */
+	/* The write-probe signal: breaks of pages another VM shared, fused
+	 * shortly before, at the times the VMM saw them. */
+	static uint64_t at[MV_CTL_BROKEN_MAX];
 	uint32_t fresh = 0, fresh_ms = detect_fresh_ms(m);
-	uint64_t first = UINT64_MAX, victim = 0, gpa = 0, now = mv_now_ns() / 1000000;
+	uint64_t victim = 0, gpa = 0, now = mv_now_ns() / 1000000;
 	for (uint32_t i = 0; i < out.nbroken; i++) {
 		uint64_t other = 0;
 		size_t shared = mv_fusion_broken(m->fusion, vm->fkey, out.broken[i], &other);
-		if (shared && out.age_ms[i] < fresh_ms) {
-			fresh++;
+		if (shared && out.age_ms[i] < fresh_ms && out.ago_ms[i] <= now) {
+			at[fresh++] = now - out.ago_ms[i];
 			victim = other;
 			gpa = out.broken[i];
-			uint64_t at = now - out.ago_ms[i];
-			first = at < first ? at : first;
 		}
 	}
-	detect_breaks(m, vm, fresh, fresh ? first : now, victim, gpa);
+	detect_breaks(m, vm, at, fresh, victim, gpa);
 	vm->info.fused_pages = out.fused;
 	vm->info.cow_breaks = out.cow_breaks;
 	return out.more ? 1 : 0;

@@ -119,22 +119,31 @@ static void detected(struct vmmgr *m, struct dvm *suspect, struct dvm *victim,
 	}
 }
 
-void detect_breaks(struct vmmgr *m, struct dvm *vm, uint32_t fresh, uint64_t first_ms,
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+void detect_breaks(struct vmmgr *m, struct dvm *vm, uint64_t *at_ms, uint32_t n,
 		   uint64_t victim_key, uint64_t gpa)
 {
 	struct detect *d = det(m);
-	if (!d->pol.detect || vm->det.flagged[MV_SIG_WRITE_PROBE])
+	if (!d->pol.detect || vm->det.flagged[MV_SIG_WRITE_PROBE] || n == 0)
 		return;
-	uint64_t count, first, now = now_ms();
-	if (fresh) {
-		vm->det.wp_victim = victim_key;
-		vm->det.wp_gpa = gpa;
+	qsort(at_ms, n, sizeof(*at_ms), cmp_u64);
+	vm->det.wp_victim = victim_key;
+	vm->det.wp_gpa = gpa;
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t count, first;
+		if (!mv_guard_wprobe_add(&vm->det.wp, &d->pol, at_ms[i], 1, &count, &first))
+			continue;
+		uint64_t now = now_ms();
+		detected(m, vm, by_key(m, vm->det.wp_victim), MV_SIG_WRITE_PROBE, count,
+			 d->pol.wp_window_ms, vm->det.wp_gpa, (double)(now - first), NULL);
+		mv_guard_wprobe_reset(&vm->det.wp);
+		return;
 	}
-	if (!mv_guard_wprobe_add(&vm->det.wp, &d->pol, first_ms, fresh, now, &count, &first))
-		return;
-	detected(m, vm, by_key(m, vm->det.wp_victim), MV_SIG_WRITE_PROBE, count,
-		 d->pol.wp_window_ms, vm->det.wp_gpa, (double)(now - first), NULL);
-	mv_guard_wprobe_reset(&vm->det.wp);
 }
 
 uint32_t detect_fresh_ms(struct vmmgr *m)

@@ -45,9 +45,9 @@ void mv_guard_policy_default(struct mv_guard_policy *p)
 	p->detect = true;
 	p->action = MV_ACT_UNFUSE;
 	p->throttle_pct = 90;
-	p->wp_min_pages = 16;
+	p->wp_min_pages = 32;
 	p->wp_fresh_ms = 10000;
-	p->wp_window_ms = 1000;
+	p->wp_window_ms = 10;
 	p->sa_windows = 8;
 	p->sa_min_pct = 80;
 }
@@ -65,9 +65,9 @@ int mv_guard_policy_check(const struct mv_guard_policy *p, struct mv_error **err
 	if (p->wp_fresh_ms < 100 || p->wp_fresh_ms > 3600000)
 		return mv_err_field(err, -EINVAL, "write_probe.fresh_ms",
 				    "write_probe.fresh_ms must be 100..3600000, got %u", p->wp_fresh_ms);
-	if (p->wp_window_ms < 100 || p->wp_window_ms > 600000)
+	if (p->wp_window_ms < 1 || p->wp_window_ms > 600000)
 		return mv_err_field(err, -EINVAL, "write_probe.window_ms",
-				    "write_probe.window_ms must be 100..600000, got %u", p->wp_window_ms);
+				    "write_probe.window_ms must be 1..600000, got %u", p->wp_window_ms);
 	if (p->sa_windows < 2 || p->sa_windows > 64)
 		return mv_err_field(err, -EINVAL, "sampled_access.windows",
 				    "sampled_access.windows must be 2..64, got %u", p->sa_windows);
@@ -117,10 +117,12 @@ void mv_guard_wprobe_reset(struct mv_guard_wprobe *w)
 }
 
 bool mv_guard_wprobe_add(struct mv_guard_wprobe *w, const struct mv_guard_policy *p,
-			 uint64_t at_ms, uint32_t n, uint64_t now_ms, uint64_t *count,
-			 uint64_t *first_ms)
+			 uint64_t at_ms, uint32_t n, uint64_t *count, uint64_t *first_ms)
 {
-	if (n) {
+	uint32_t last = (w->head + w->used + MV_GUARD_WP_SLOTS - 1) % MV_GUARD_WP_SLOTS;
+	if (n && w->used && w->at_ms[last] == at_ms) {
+		w->n[last] += n;   /* a burst: many breaks in one millisecond */
+	} else if (n) {
 		/* A full ring drops its oldest entry: the window is short. */
 		uint32_t slot = (w->head + w->used) % MV_GUARD_WP_SLOTS;
 		if (w->used == MV_GUARD_WP_SLOTS) {
@@ -131,7 +133,7 @@ bool mv_guard_wprobe_add(struct mv_guard_wprobe *w, const struct mv_guard_policy
 		w->n[slot] = n;
 		w->used++;
 	}
-	uint64_t from = now_ms > p->wp_window_ms ? now_ms - p->wp_window_ms : 0;
+	uint64_t from = at_ms >= p->wp_window_ms ? at_ms - p->wp_window_ms + 1 : 0;
 	while (w->used && w->at_ms[w->head] < from) {
 		w->head = (w->head + 1) % MV_GUARD_WP_SLOTS;
 		w->used--;
@@ -143,7 +145,7 @@ bool mv_guard_wprobe_add(struct mv_guard_wprobe *w, const struct mv_guard_policy
 		first = w->at_ms[s] < first ? w->at_ms[s] : first;
 	}
 	*count = c;
-	*first_ms = c ? first : now_ms;
+	*first_ms = c ? first : at_ms;
 	return c >= p->wp_min_pages;
 }
 

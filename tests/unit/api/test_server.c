@@ -716,7 +716,7 @@ static void test_payloads(void **st)
 	assert_string_equal(json_string_value(json_object_get(o, "action")), "pause");
 	json_t *wp = json_object_get(o, "write_probe");
 	assert_int_equal(json_integer_value(json_object_get(wp, "min_pages")), 40);
-	assert_int_equal(json_integer_value(json_object_get(wp, "window_ms")), 1000);
+	assert_int_equal(json_integer_value(json_object_get(wp, "window_ms")), 10);
 	json_t *d0 = json_array_get(json_object_get(o, "deny"), 0);
 	assert_string_equal(json_string_value(json_object_get(d0, "xxh3")), "00112233aabbccdd");
 	json_decref(o);

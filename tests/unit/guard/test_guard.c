@@ -183,32 +183,38 @@ static void test_fused(void **state)
 
 /* Write-probe window: breaks count within window_ms only; the earliest
  * break of the window is reported for the detection latency. */
+/* Write-probe window: breaks count within window_ms of the newest break
+ * only; the earliest break of the window is reported for the latency. */
 static void test_wprobe_window(void **st)
 {
 	struct mv_guard_policy p;
 	mv_guard_policy_default(&p);
 	p.wp_min_pages = 10;
-	p.wp_window_ms = 1000;
+	p.wp_window_ms = 10;
 	struct mv_guard_wprobe w;
 	mv_guard_wprobe_reset(&w);
 	uint64_t c, first;
-	assert_false(mv_guard_wprobe_add(&w, &p, 1000, 4, 1000, &c, &first));
-	assert_int_equal(c, 4);
-	assert_false(mv_guard_wprobe_add(&w, &p, 1500, 5, 1500, &c, &first));
+	/* A steady writer: one break a millisecond never holds 10 in 10 ms... */
+	for (uint64_t t = 1000; t < 1100; t += 2)
+		assert_false(mv_guard_wprobe_add(&w, &p, t, 1, &c, &first));
+	assert_int_equal(c, 5);
+	/* ... a burst does, and the window starts at its first break. */
+	mv_guard_wprobe_reset(&w);
+	assert_false(mv_guard_wprobe_add(&w, &p, 2000, 4, &c, &first));
+	assert_false(mv_guard_wprobe_add(&w, &p, 2005, 5, &c, &first));
 	assert_int_equal(c, 9);
-	/* 1000 has aged out at 2100: 5 + 3 */
-	assert_false(mv_guard_wprobe_add(&w, &p, 2100, 3, 2100, &c, &first));
+	/* 2000 ages out at 2010: 5 + 3 */
+	assert_false(mv_guard_wprobe_add(&w, &p, 2010, 3, &c, &first));
 	assert_int_equal(c, 8);
-	assert_int_equal(first, 1500);
-	assert_true(mv_guard_wprobe_add(&w, &p, 2200, 2, 2200, &c, &first));
+	assert_int_equal(first, 2005);
+	assert_true(mv_guard_wprobe_add(&w, &p, 2010, 2, &c, &first));   /* same ms: one slot */
 	assert_int_equal(c, 10);
-	assert_int_equal(first, 1500);
-	/* Nothing new: the window only ages. */
-	assert_false(mv_guard_wprobe_add(&w, &p, 0, 0, 9000, &c, &first));
-	assert_int_equal(c, 0);
+	assert_int_equal(first, 2005);
 	/* A full ring drops the oldest instead of growing. */
+	p.wp_window_ms = 100000;
+	p.wp_min_pages = 1000;
 	for (uint64_t t = 0; t < 3 * MV_GUARD_WP_SLOTS; t++)
-		(void)mv_guard_wprobe_add(&w, &p, 10000 + t, 1, 10000 + t, &c, &first);
+		(void)mv_guard_wprobe_add(&w, &p, 10000 + t, 1, &c, &first);
 	assert_int_equal(c, MV_GUARD_WP_SLOTS);
 }
 
