@@ -105,8 +105,11 @@ struct mv_guard_policy {
 	enum mv_guard_action action; /* what a detection does to the suspect */
 	uint32_t throttle_pct;       /* MV_ACT_THROTTLE: 1..99 */
 	/* write probe: >= wp_min_pages cross-VM copy-on-write breaks of pages
-	 * fused less than wp_fresh_ms before, within wp_window_ms */
-	uint32_t wp_min_pages, wp_fresh_ms, wp_window_ms;
+	 * fused less than wp_fresh_ms before, within wp_window_ms, and they are
+	 * >= wp_min_pct % of the VM's fused pages (the prober breaks all its
+	 * candidates at once; a guest rewriting some of its many shared pages
+	 * in a catch-up burst does not) */
+	uint32_t wp_min_pages, wp_fresh_ms, wp_window_ms, wp_min_pct;
 	/* sampled access: the page touched in >= sa_min_pct % of the last
 	 * sa_windows trapped windows (all of them armed) */
 	uint32_t sa_windows, sa_min_pct;
@@ -115,9 +118,9 @@ struct mv_guard_policy {
 };
 
 /* The defaults: detect on, action unfuse, throttle 90 %, write probe 32
- * pages fused < 10 s broken within 10 ms (a prober breaks its candidates in
- * a burst, ~30 per ms here; a guest rewriting shared pages at 1000 pages/s
- * stays at 10), sampled access 80 % of 8 windows. */
+ * pages fused < 10 s broken within 10 ms and >= 50 % of the VM's fused pages
+ * (a prober breaks all its candidates in a burst, ~30 per ms here), sampled
+ * access 80 % of 8 windows. */
 void mv_guard_policy_default(struct mv_guard_policy *p);
 /* Validates every field; errors name it ("write_probe.min_pages", ...). */
 int mv_guard_policy_check(const struct mv_guard_policy *p, struct mv_error **err) MV_MUST_CHECK;

@@ -100,7 +100,7 @@ int mv_api_decode_guard_policy(const char *body, size_t len, struct mv_guard_pol
 {
 	static const char *const top[] = {"detect", "action", "throttle_pct", "write_probe",
 					  "sampled_access", "deny", NULL};
-	static const char *const wp_keys[] = {"min_pages", "fresh_ms", "window_ms", NULL};
+	static const char *const wp_keys[] = {"min_pages", "fresh_ms", "window_ms", "min_pct", NULL};
 	static const char *const sa_keys[] = {"windows", "min_pct", NULL};
 	json_t *o = api_parse_object(body, len, err);
 	if (!o)
@@ -130,6 +130,8 @@ int mv_api_decode_guard_policy(const char *body, size_t len, struct mv_guard_pol
 		r = get_u32(wp, "fresh_ms", "write_probe.fresh_ms", &n.wp_fresh_ms, err);
 	if (r == 0 && wp)
 		r = get_u32(wp, "window_ms", "write_probe.window_ms", &n.wp_window_ms, err);
+	if (r == 0 && wp)
+		r = get_u32(wp, "min_pct", "write_probe.min_pct", &n.wp_min_pct, err);
 	if (r == 0)
 		r = get_obj(o, "sampled_access", sa_keys, "sampled_access.", &sa, err);
 	if (r == 0 && sa)
@@ -162,11 +164,12 @@ char *mv_api_encode_guard_policy(const struct mv_guard_policy *p)
 	}
 	if (!deny)
 		return NULL;
-	return dump(json_pack("{s:b, s:s, s:I, s:{s:I, s:I, s:I}, s:{s:I, s:I}, s:o}", "detect",
+	return dump(json_pack("{s:b, s:s, s:I, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I}, s:o}", "detect",
 			      p->detect, "action", mv_guard_action_name(p->action), "throttle_pct",
 			      (json_int_t)p->throttle_pct, "write_probe", "min_pages",
 			      (json_int_t)p->wp_min_pages, "fresh_ms", (json_int_t)p->wp_fresh_ms,
-			      "window_ms", (json_int_t)p->wp_window_ms, "sampled_access", "windows",
+			      "window_ms", (json_int_t)p->wp_window_ms, "min_pct",
+			      (json_int_t)p->wp_min_pct, "sampled_access", "windows",
 			      (json_int_t)p->sa_windows, "min_pct", (json_int_t)p->sa_min_pct,
 			      "deny", deny));
 }

@@ -27,7 +27,8 @@ static const char policy_usage[] =
 	"  --throttle-pct N       throttle: hold the suspect's vCPUs back N %% (1-99)\n"
 	"  --wp-min-pages N       write probe: N cross-VM breaks of freshly fused pages ...\n"
 	"  --wp-fresh-ms N        ... each fused less than N ms before ...\n"
-	"  --wp-window-ms N       ... within N ms\n"
+	"  --wp-window-ms N       ... within N ms, and they are ...\n"
+	"  --wp-min-pct N         ... at least N %% of the VM's fused pages\n"
 	"  --sa-windows N         sampled access: of the last N trapped windows ...\n"
 	"  --sa-min-pct N         ... at least N %% touched\n"
 	"  --deny NAME=XXH3       add a known probe page (XXH3-64 of its 4 KiB, 16 hex digits)\n"
@@ -79,7 +80,10 @@ static void show(const json_t *p)
 	mv_cli_jint(wp, "min_pages", &a);
 	mv_cli_jint(wp, "fresh_ms", &b);
 	mv_cli_jint(wp, "window_ms", &c);
-	mv_cli_kv(16, "write probe", "%lld pages fused < %lld ms broken within %lld ms", a, b, c);
+	long long pct = 0;
+	mv_cli_jint(wp, "min_pct", &pct);
+	mv_cli_kv(16, "write probe", "%lld pages fused < %lld ms broken within %lld ms (>= %lld %% "
+		  "of the fused)", a, b, c, pct);
 	mv_cli_jint(sa, "min_pct", &a);
 	mv_cli_jint(sa, "windows", &b);
 	mv_cli_kv(16, "sampled access", "touched in %lld %% of %lld windows", a, b);
@@ -145,6 +149,7 @@ static int policy(const struct mv_cli *cli, int argc, char **argv)
 		{"wp-min-pages", required_argument, NULL, 'm'},
 		{"wp-fresh-ms", required_argument, NULL, 'f'},
 		{"wp-window-ms", required_argument, NULL, 'w'},
+		{"wp-min-pct", required_argument, NULL, 'P'},
 		{"sa-windows", required_argument, NULL, 'W'},
 		{"sa-min-pct", required_argument, NULL, 'p'},
 		{"deny", required_argument, NULL, 'D'}, {"clear-deny", no_argument, NULL, 'C'},
@@ -174,6 +179,7 @@ static int policy(const struct mv_cli *cli, int argc, char **argv)
 		case 'm': r = num_opt(sub_obj(body, "write_probe"), "min_pages", "--wp-min-pages", optarg); break;
 		case 'f': r = num_opt(sub_obj(body, "write_probe"), "fresh_ms", "--wp-fresh-ms", optarg); break;
 		case 'w': r = num_opt(sub_obj(body, "write_probe"), "window_ms", "--wp-window-ms", optarg); break;
+		case 'P': r = num_opt(sub_obj(body, "write_probe"), "min_pct", "--wp-min-pct", optarg); break;
 		case 'W': r = num_opt(sub_obj(body, "sampled_access"), "windows", "--sa-windows", optarg); break;
 		case 'p': r = num_opt(sub_obj(body, "sampled_access"), "min_pct", "--sa-min-pct", optarg); break;
 		case 'C': json_object_set_new(body, "deny", json_array()); break;

@@ -138,6 +138,11 @@ void detect_breaks(struct vmmgr *m, struct dvm *vm, uint64_t *at_ms, uint32_t n,
 		uint64_t count, first;
 		if (!mv_guard_wprobe_add(&vm->det.wp, &d->pol, at_ms[i], 1, &count, &first))
 			continue;
+		/* A burst that is a small part of what the VM shares is a guest
+		 * rewriting its data, not probing (see the policy). */
+		uint64_t fused = m->fusion ? mv_fusion_vm_fused(m->fusion, vm->fkey) : 0;
+		if (count * 100 < (uint64_t)d->pol.wp_min_pct * (count + fused))
+			continue;
 		uint64_t now = now_ms();
 		detected(m, vm, by_key(m, vm->det.wp_victim), MV_SIG_WRITE_PROBE, count,
 			 d->pol.wp_window_ms, vm->det.wp_gpa, (double)(now - first), NULL);
@@ -406,9 +411,10 @@ int detect_policy_set(void *ctx, const struct mv_guard_policy *in, struct mv_err
 	}
 	pthread_mutex_unlock(&m->lock);
 	mv_log(MV_LOG_INFO, "guard: policy: detect %s, action %s, write probe %u pages fused < %u ms "
-	       "within %u ms, sampled access %u%% of %u windows, %u deny entries",
-	       in->detect ? "on" : "off", mv_guard_action_name(in->action), in->wp_min_pages,
-	       in->wp_fresh_ms, in->wp_window_ms, in->sa_min_pct, in->sa_windows, in->ndeny);
+	       "within %u ms and %u%% of the fused, sampled access %u%% of %u windows, %u deny "
+	       "entries", in->detect ? "on" : "off", mv_guard_action_name(in->action),
+	       in->wp_min_pages, in->wp_fresh_ms, in->wp_window_ms, in->wp_min_pct, in->sa_min_pct,
+	       in->sa_windows, in->ndeny);
 	return 0;
 }
 

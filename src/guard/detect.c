@@ -48,6 +48,7 @@ void mv_guard_policy_default(struct mv_guard_policy *p)
 	p->wp_min_pages = 32;
 	p->wp_fresh_ms = 10000;
 	p->wp_window_ms = 10;
+	p->wp_min_pct = 50;
 	p->sa_windows = 8;
 	p->sa_min_pct = 80;
 }
@@ -68,6 +69,9 @@ int mv_guard_policy_check(const struct mv_guard_policy *p, struct mv_error **err
 	if (p->wp_window_ms < 1 || p->wp_window_ms > 600000)
 		return mv_err_field(err, -EINVAL, "write_probe.window_ms",
 				    "write_probe.window_ms must be 1..600000, got %u", p->wp_window_ms);
+	if (p->wp_min_pct > 100)
+		return mv_err_field(err, -EINVAL, "write_probe.min_pct",
+				    "write_probe.min_pct must be 0..100, got %u", p->wp_min_pct);
 	if (p->sa_windows < 2 || p->sa_windows > 64)
 		return mv_err_field(err, -EINVAL, "sampled_access.windows",
 				    "sampled_access.windows must be 2..64, got %u", p->sa_windows);
