@@ -202,6 +202,7 @@ def latency_phase(runs):
         seed = str(100 + i)
         mv("vm", "create", f"v{i}", "--memory", "16M", "--workload", "secret", "--seed", seed,
            "--wss", "64K", "--fusion")
+        mv("vm", "sensitive", "add", f"v{i}", "--gpa", "0", "--len", "12K")
         mv("vm", "create", f"a{i}", "--memory", "16M", "--workload", "writeprobe", "--seed", seed,
            "--wss", "1M", "--fusion")
         e, seen = first_event("write_probe", f"a{i}")
@@ -212,7 +213,6 @@ def latency_phase(runs):
             if first:
                 wp_seen.append((seen - first) * 1000)
         mv("vm", "rm", "--force", f"a{i}")
-        mv("vm", "sensitive", "add", f"v{i}", "--gpa", "0x1000", "--len", "8K")
         mv("vm", "create", f"f{i}", "--memory", "16M", "--workload", "flushreload", "--seed",
            seed, "--wss", "64K", "--fusion")
         e, _ = first_event("sampled_access", f"f{i}")

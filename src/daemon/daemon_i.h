@@ -168,6 +168,9 @@ int guard_init(struct vmmgr *m, struct mv_error **err);
 void guard_fini(struct vmmgr *m);
 /* Lock held: re-locks and re-resolves every range, checks co-residency. */
 void guard_tick(struct vmmgr *m);
+/* Lock held: the key of another VM whose sensitive range holds a page fused
+ * with gpa of VM key (0: none). */
+uint64_t guard_sensitive_sharer(struct vmmgr *m, uint64_t key, uint64_t gpa);
 /* Lock held: VM vm_id is deleted; its ranges go. */
 void guard_vm_removed(struct vmmgr *m, const char *vm_id);
 void guard_metrics(struct vmmgr *m, FILE *f);

@@ -97,17 +97,18 @@ static int fuse_call(struct vmmgr *m, struct dvm *vm, const struct mv_fusion_mer
 		mv_fusion_commit(m->fusion, &e[i], out.result[i] == MV_FUSE_DONE);
 	for (uint32_t i = out.n; i < n; i++)
 		mv_fusion_commit(m->fusion, &e[i], false);
-	/* The write-probe signal: breaks of pages another VM shared, fused
-	 * shortly before, at the times the VMM saw them. */
+	/* The write-probe signal: breaks of pages shared with another tenant's
+	 * sensitive page, fused shortly before, at the times the VMM saw them. */
 	static uint64_t at[MV_CTL_BROKEN_MAX];
 	uint32_t fresh = 0, fresh_ms = detect_fresh_ms(m);
 	uint64_t victim = 0, gpa = 0, now = mv_now_ns() / 1000000;
 	for (uint32_t i = 0; i < out.nbroken; i++) {
-		uint64_t other = 0;
-		size_t shared = mv_fusion_broken(m->fusion, vm->fkey, out.broken[i], &other);
-		if (shared && out.age_ms[i] < fresh_ms && out.ago_ms[i] <= now) {
+		uint64_t owner = out.age_ms[i] < fresh_ms && out.ago_ms[i] <= now
+				 ? guard_sensitive_sharer(m, vm->fkey, out.broken[i]) : 0;
+		(void)mv_fusion_broken(m->fusion, vm->fkey, out.broken[i], NULL);
+		if (owner) {
 			at[fresh++] = now - out.ago_ms[i];
-			victim = other;
+			victim = owner;
 			gpa = out.broken[i];
 		}
 	}

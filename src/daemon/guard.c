@@ -350,6 +350,38 @@ static bool seen(const struct mv_guard_finding *v, size_t n, const struct mv_gua
 	return false;
 }
 
+struct sens_ctx {
+	struct vmmgr *m;
+	uint64_t self, owner;
+};
+
+static void sens_sharer(uint64_t key, uint64_t gpa, void *arg)
+{
+	struct sens_ctx *c = arg;
+	struct guard *gd = c->m->guard;
+	if (key == c->self || c->owner)
+		return;
+	for (size_t i = 0; i < gd->n; i++) {
+		const struct grange *g = &gd->r[i];
+		if (gpa >= g->gpa && gpa - g->gpa < g->len) {
+			struct dvm *vm = by_id(c->m, g->vm_id);
+			if (vm && vm->fkey == key) {
+				c->owner = key;
+				return;
+			}
+		}
+	}
+}
+
+uint64_t guard_sensitive_sharer(struct vmmgr *m, uint64_t key, uint64_t gpa)
+{
+	uint64_t off;
+	struct sens_ctx c = {m, key, 0};
+	if (m->guard && m->guard->n && m->fusion && mv_fusion_lookup(m->fusion, key, gpa, &off) == 0)
+		mv_fusion_sharers(m->fusion, off, sens_sharer, &c);
+	return c.owner;
+}
+
 struct watch_ctx {
 	struct vmmgr *m;
 	uint64_t owner, gpa;

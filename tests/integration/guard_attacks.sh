@@ -3,7 +3,8 @@
 # the guard off and on. Benign VMs with fusion on (identical memtouch VMs with
 # a sensitive range, kvstore, idle) raise no detection. Dedup write probe: the
 # "writeprobe" VM guesses which of its pages equal the "secret" VM's secret
-# page by timing writes; guard off it is right >= 90 % of the time; guard on
+# page (which the victim marked sensitive) by timing writes; guard off it is
+# right >= 90 % of the time; guard on
 # it is detected (event naming it, the victim and the signal), unfused and
 # excluded from fusion, and its later rounds score chance (within 3 sigma of
 # 0.5). Flush+Reload: the "flushreload" VM times reloads of two public pages
@@ -47,6 +48,7 @@ for vm in b1 b2 b3 b4; do mv vm verify $vm >/dev/null || fail "verify $vm"; mv v
 log "dedup write probe, guard off"
 mv guard policy set --detect off >/dev/null
 mv vm create victim --memory 16M --workload secret --seed 7 --wss 64K --fusion >/dev/null
+mv vm sensitive add victim --gpa 0 --len 4K >/dev/null   # the secret page
 mv vm create att --memory 16M --workload writeprobe --seed 7 --wss 1M --fusion >/dev/null
 rounds3() { [ "$(aux_i att 0)" -ge 3 ]; }
 wait_for 60 rounds3 || fail "the write prober did not finish 3 rounds: $(aux att)"
@@ -87,7 +89,7 @@ log "Flush+Reload, guard off"
 mv guard policy set --detect off >/dev/null
 mv vm create victim --memory 16M --workload secret --seed 9 --wss 64K --fusion >/dev/null
 mv vm create fr --memory 16M --workload flushreload --seed 9 --wss 64K --fusion >/dev/null
-mv vm sensitive add victim --gpa 0x1000 --len 8K >/dev/null
+mv vm sensitive add victim --gpa 0 --len 12K >/dev/null   # secret and public pages
 both_fused() { [ "$(vm_field fr '["fusion"]["fused_pages"]')" -ge 2 ]; }
 wait_for 30 both_fused || fail "the public pages did not fuse"
 cal=$(aux_i fr 3)
