@@ -36,7 +36,7 @@ enum mv_ctl_type {
 	MV_CTL_FUSE,          /* map pool pages over guest pages; reply: results, broken pages */
 	MV_CTL_UNFUSE,        /* copy every fused page back into guest RAM */
 	MV_CTL_GUARD,         /* mlock/munlock a sensitive guest range; reply: region HVAs */
-	MV_CTL_SAMPLE,        /* trap accesses to fused pages for one window; reply: the last window */
+	MV_CTL_SAMPLE,        /* watch fused pages in short trapped windows; reply: windows since the last call */
 	MV_CTL_THROTTLE,      /* hold the vCPUs back (the guard's response to a suspect) */
 	MV_CTL__COUNT
 };
@@ -171,25 +171,28 @@ struct mv_ctl_fuse_reply {
 	uint32_t ago_ms[MV_CTL_BROKEN_MAX];
 };
 
-/* SAMPLE request: trap every access to these fused guest pages until the
- * next SAMPLE (the mapping is made PROT_NONE; the first access faults, is
- * counted and restores read access at once). The reply reports the window
- * that just ended: which of the previous call's pages were touched (pages
- * no longer fused, or never armed, read 0 with armed 0). n may be 0. */
+/* SAMPLE request: the fused guest pages to watch (n may be 0: stop). The
+ * VMM runs the trapped windows itself, back to back on its own timer thread,
+ * each window_us long: a page's mapping is made PROT_NONE, the first access
+ * in the window faults, is counted and gets read access back at once; an
+ * untouched page simply stays trapped. The reply reports, per page of the
+ * previous call, the windows that ended since then (a short poll sees many
+ * short windows: detection need not wait for the poll period). */
 #define MV_CTL_SAMPLE_MAX 64
+#define MV_CTL_SAMPLE_WINDOW_MIN_US 500
+#define MV_CTL_SAMPLE_WINDOW_MAX_US 1000000
 struct mv_ctl_sample {
 	uint32_t n;
-	uint32_t pad;
+	uint32_t window_us;    /* MIN..MAX when n > 0 */
 	uint64_t gpa[MV_CTL_SAMPLE_MAX];
 };
 
 struct mv_ctl_sample_reply {
 	uint32_t n;
-	uint32_t pad;
-	uint64_t window_us;    /* how long the reported window lasted */
+	uint32_t window_us;    /* the windows' length */
 	uint64_t gpa[MV_CTL_SAMPLE_MAX];
-	uint8_t armed[MV_CTL_SAMPLE_MAX];
-	uint8_t touched[MV_CTL_SAMPLE_MAX];
+	uint64_t bits[MV_CTL_SAMPLE_MAX];   /* touched per window, newest in bit 0 */
+	uint8_t nwin[MV_CTL_SAMPLE_MAX];    /* windows (armed: page still fused) that ended since the last call, <= 64 */
 };
 
 /* THROTTLE request: vCPUs run (100 - pct)% of the time; 0 = off, <= 99. */

@@ -120,7 +120,7 @@ struct mv_guard_policy {
 /* The defaults: detect on, action unfuse, throttle 90 %, write probe 32
  * pages fused < 10 s broken within 10 ms and >= 50 % of the VM's fused pages
  * (a prober breaks all its candidates in a burst, ~30 per ms here), sampled
- * access 80 % of 8 windows. */
+ * access 70 % of 10 windows (3 ms each: ~30 ms of steady probing). */
 void mv_guard_policy_default(struct mv_guard_policy *p);
 /* Validates every field; errors name it ("write_probe.min_pages", ...). */
 int mv_guard_policy_check(const struct mv_guard_policy *p, struct mv_error **err) MV_MUST_CHECK;

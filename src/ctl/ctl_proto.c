@@ -256,14 +256,17 @@ int mv_ctl_validate_payload(const struct mv_ctl_msg *m, struct mv_error **err)
 			if (sr.n > MV_CTL_SAMPLE_MAX)
 				return mv_err(err, -EPROTO, "control SAMPLE reply: %u pages", sr.n);
 			for (uint32_t i = 0; i < sr.n; i++)
-				if (sr.armed[i] > 1 || sr.touched[i] > 1)
-					return mv_err(err, -EPROTO, "control SAMPLE reply: bad flag");
+				if (sr.nwin[i] > 64 || sr.gpa[i] % MV_PAGE_SIZE)
+					return mv_err(err, -EPROTO, "control SAMPLE reply: bad page %u", i);
 			return 0;
 		}
 		struct mv_ctl_sample s;
 		memcpy(&s, m->payload, sizeof(s));
 		if (s.n > MV_CTL_SAMPLE_MAX)
 			return mv_err(err, -EPROTO, "control SAMPLE: %u pages", s.n);
+		if (s.n && (s.window_us < MV_CTL_SAMPLE_WINDOW_MIN_US ||
+			    s.window_us > MV_CTL_SAMPLE_WINDOW_MAX_US))
+			return mv_err(err, -EPROTO, "control SAMPLE: window_us %u", s.window_us);
 		for (uint32_t i = 0; i < s.n; i++)
 			if (s.gpa[i] % MV_PAGE_SIZE)
 				return mv_err(err, -EPROTO, "control SAMPLE: page %u is not aligned", i);

@@ -77,7 +77,7 @@ struct vmmgr {
 	char vmm_path_buf[MV_PATH_MAX];   /* cfg.vmm_path after an upgrade */
 	uint64_t next_fkey;
 	struct mv_fusion *fusion;    /* NULL when fusion is off */
-	pthread_t fusion_thread;
+	pthread_t fusion_thread, sample_thread;   /* fusion.c */
 	bool fusion_running, fusion_quit;
 	struct guard *guard;         /* guard.c: sensitive ranges, co-residency findings */
 	struct detect *detect;       /* guard_detect.c: policy, events */

@@ -17,6 +17,7 @@
 #include "daemon_i.h"
 
 #define TICK_MS 100
+#define SAMPLE_MS 10
 #define CALL_MS 10000
 #define UNFUSE_MS 60000
 #define WANT_MAP_COUNT 1048576ULL
@@ -170,6 +171,26 @@ static void attach_all(struct vmmgr *m)
 	}
 }
 
+/* The guard's sampled windows, collected every SAMPLE_MS on a thread of
+ * their own: a scan tick (lock released) may take most of TICK_MS, and the
+ * detection latency target is under 100 ms. */
+static void *sample_main(void *arg)
+{
+	struct vmmgr *m = arg;
+	pthread_mutex_lock(&m->lock);
+	while (!m->fusion_quit) {
+		struct timespec ts;
+		mv_deadline_ms(&ts, CLOCK_REALTIME, SAMPLE_MS);
+		pthread_cond_timedwait(&m->quit_cv, &m->lock, &ts);
+		if (m->fusion_quit)
+			break;
+		detect_sample_tick(m);
+		detect_respond(m);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return NULL;
+}
+
 static void *fusion_main(void *arg)
 {
 	struct vmmgr *m = arg;
@@ -197,12 +218,20 @@ static void *fusion_main(void *arg)
 				;
 			apply(m, props + i, j - i);
 		}
-		detect_sample_tick(m);
 		detect_respond(m);
 	}
 	pthread_mutex_unlock(&m->lock);
 	free(props);
 	return NULL;
+}
+
+static void fusion_stop_thread(struct vmmgr *m)
+{
+	pthread_mutex_lock(&m->lock);
+	m->fusion_quit = true;
+	pthread_cond_broadcast(&m->quit_cv);
+	pthread_mutex_unlock(&m->lock);
+	pthread_join(m->fusion_thread, NULL);
 }
 
 int fusion_start(struct vmmgr *m, struct mv_error **err)
@@ -226,6 +255,13 @@ int fusion_start(struct vmmgr *m, struct mv_error **err)
 		m->fusion = NULL;
 		return mv_err(err, r, "fusion thread: %s", strerror(-r));
 	}
+	r = -pthread_create(&m->sample_thread, NULL, sample_main, m);
+	if (r < 0) {
+		fusion_stop_thread(m);
+		mv_fusion_destroy(m->fusion);
+		m->fusion = NULL;
+		return mv_err(err, r, "guard sampling thread: %s", strerror(-r));
+	}
 	m->fusion_running = true;
 	mv_log(MV_LOG_INFO, "fusion: scanning up to %llu pages/s, %llu fused pages per VM at most",
 	       (unsigned long long)m->cfg.fusion_rate, (unsigned long long)cfg.max_fused_per_vm);
@@ -236,11 +272,8 @@ void fusion_stop(struct vmmgr *m)
 {
 	if (!m->fusion_running)
 		return;
-	pthread_mutex_lock(&m->lock);
-	m->fusion_quit = true;
-	pthread_cond_broadcast(&m->quit_cv);
-	pthread_mutex_unlock(&m->lock);
-	pthread_join(m->fusion_thread, NULL);
+	fusion_stop_thread(m);
+	pthread_join(m->sample_thread, NULL);
 	m->fusion_running = false;
 }
 

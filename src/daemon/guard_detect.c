@@ -1,10 +1,10 @@
 /* memvisord's side-channel guard, detection and response. Signals: the
  * write probe (fuse_call in fusion.c hands over every FUSE reply's broken
  * pages: a break counts when another VM shared the page and it had been
- * fused less than fresh_ms), sampled accesses (each fusion tick ends one
- * trapped window and arms the next, SAMPLE, on the pages of each VM that
- * share another tenant's sensitive range; the list comes from the guard's
- * check), and the deny list (known probe pages by content hash, checked with
+ * fused less than fresh_ms), sampled accesses (the VMM runs short trapped
+ * windows on the pages of each VM that share another tenant's sensitive
+ * range, the list from the guard's check; a thread of fusion.c collects them
+ * every SAMPLE_MS: SAMPLE), and the deny list (known probe pages by content hash, checked with
  * the co-residency check). A detection is an event (kept for GET
  * /v1/guard/events, counted in /metrics, logged) and queues the policy's
  * response, applied at the end of the tick (the fusion thread may be in the
@@ -20,6 +20,11 @@
 
 #define EVENTS_MAX 256
 #define CALL_MS 5000
+/* Sampled-access windows, run by the VMM back to back; the daemon collects
+ * them every SAMPLE_MS (fusion.c). Short windows let a steady prober fill
+ * the rule's windows in tens of ms; a benign guest touching the page now and
+ * then leaves most of them empty. */
+#define SAMPLE_WINDOW_US 1000
 
 struct detect {
 	struct mv_guard_policy pol;
@@ -207,12 +212,14 @@ static struct gwatch *watch_of(struct gdet *g, uint64_t gpa)
 	return NULL;
 }
 
-/* One SAMPLE round trip: the window that ended, and arm the next. */
+/* One SAMPLE round trip: the windows that ended since the last, and the
+ * pages to watch from now on. */
 static void sample_vm(struct vmmgr *m, struct dvm *vm, bool arm)
 {
 	struct detect *d = det(m);
 	static struct mv_ctl_sample req;
 	memset(&req, 0, sizeof(req));
+	req.window_us = SAMPLE_WINDOW_US;
 	for (uint32_t j = 0; arm && j < vm->det.nwatch; j++)
 		req.gpa[req.n++] = vm->det.watch[j].gpa;
 	struct mv_ctl_msg reply;
@@ -221,23 +228,30 @@ static void sample_vm(struct vmmgr *m, struct dvm *vm, bool arm)
 	static struct mv_ctl_sample_reply out;
 	memcpy(&out, reply.payload, sizeof(out));
 	vm->det.sampling = req.n > 0;
-	uint64_t now = mv_now_ns();
+	uint64_t now = mv_now_ns(), win_ns = (uint64_t)out.window_us * 1000;
 	for (uint32_t i = 0; i < out.n; i++) {
 		struct gwatch *w = watch_of(&vm->det, out.gpa[i]);
-		if (!w || !out.armed[i])
+		if (!w)
 			continue;
-		d->windows++;
-		d->trapped += out.touched[i];
-		uint32_t hits;
-		if (out.touched[i] && (w->s.bits & 1) == 0 && w->s.first_ns == 0)
-			w->s.first_ns = now - out.window_us * 1000;
-		if (!out.touched[i] && w->s.bits == 0)
-			w->s.first_ns = 0;
-		bool hit = mv_guard_sampled_add(&w->s, &d->pol, out.touched[i], &hits);
-		if (hit && !vm->det.flagged[MV_SIG_SAMPLED_ACCESS])
-			detected(m, vm, by_key(m, w->owner_key), MV_SIG_SAMPLED_ACCESS, hits,
-				 d->pol.sa_windows, w->gpa,
-				 w->s.first_ns ? (double)(now - w->s.first_ns) / 1e6 : 0, NULL);
+		/* Oldest window first; window k ended about k windows ago. */
+		for (uint32_t k = out.nwin[i]; k-- > 0;) {
+			bool touched = (out.bits[i] >> k & 1) != 0;
+			uint64_t end = now - k * win_ns;
+			d->windows++;
+			d->trapped += touched;
+			if (touched && (w->s.bits & 1) == 0 && w->s.first_ns == 0)
+				w->s.first_ns = end - win_ns;
+			uint32_t hits;
+			bool hit = mv_guard_sampled_add(&w->s, &d->pol, touched, &hits);
+			if (hits == 0)
+				w->s.first_ns = 0;   /* a stray touch long ago is no first sign */
+			if (hit && !vm->det.flagged[MV_SIG_SAMPLED_ACCESS]) {
+				detected(m, vm, by_key(m, w->owner_key), MV_SIG_SAMPLED_ACCESS, hits,
+					 d->pol.sa_windows, w->gpa,
+					 w->s.first_ns ? (double)(now - w->s.first_ns) / 1e6 : 0, NULL);
+				break;
+			}
+		}
 	}
 }
 

@@ -109,7 +109,7 @@ void watch_stop(struct vmmgr *m)
 {
 	pthread_mutex_lock(&m->lock);
 	m->quit = true;
-	pthread_cond_signal(&m->quit_cv);
+	pthread_cond_broadcast(&m->quit_cv);   /* the fusion threads wait on it too */
 	pthread_mutex_unlock(&m->lock);
 	pthread_join(m->watcher, NULL);
 }

@@ -49,8 +49,8 @@ void mv_guard_policy_default(struct mv_guard_policy *p)
 	p->wp_fresh_ms = 10000;
 	p->wp_window_ms = 10;
 	p->wp_min_pct = 50;
-	p->sa_windows = 8;
-	p->sa_min_pct = 80;
+	p->sa_windows = 10;
+	p->sa_min_pct = 70;
 }
 
 int mv_guard_policy_check(const struct mv_guard_policy *p, struct mv_error **err)

@@ -13,10 +13,12 @@
  * back (before a hand-over or an outgoing migration, whose readers see only
  * the memfds). For the side-channel guard: each page remembers when it was
  * fused and when a write broke it (the write-probe signal rides on FUSE
- * replies), and SAMPLE traps every access to chosen fused pages for one
- * window (state TRAP, mapping PROT_NONE: the first access faults, is counted
- * and gets read access back at once, so the guest only sees a slow access). */
+ * replies), and SAMPLE watches chosen fused pages in short windows run by a
+ * timer thread here (state TRAP, mapping PROT_NONE: the first access in a
+ * window faults, is counted and gets read access back at once, so the guest
+ * only sees a slow access); the daemon collects the windows on a short poll. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -53,10 +55,19 @@ struct vmm_fusion {
 	_Atomic(struct mv_dirty_log *) log;
 	atomic_uint_fast64_t fused, cow_breaks, pending_broken;
 	uint64_t t0;                 /* CLOCK_MONOTONIC ns the stamps count from */
-	uint64_t sampled[MV_CTL_SAMPLE_MAX];   /* the trapped window's pages */
-	uint8_t sample_armed[MV_CTL_SAMPLE_MAX];
-	uint32_t nsampled;
-	uint64_t sample_t0;
+	/* SAMPLE: the watched pages and the thread running their windows */
+	pthread_mutex_t tlock;
+	pthread_cond_t tcv;          /* CLOCK_MONOTONIC */
+	pthread_t tthread;
+	bool trunning, tquit;
+	uint32_t window_us, ntraps;
+	uint64_t tcpu;               /* process CPU time at the last window's end */
+	struct trap {
+		uint64_t gpa;
+		uint64_t bits;       /* touched per ended window, newest in bit 0 */
+		uint8_t nwin;        /* windows ended since the last SAMPLE reply */
+		bool armed;          /* trapped for the running window */
+	} traps[MV_CTL_SAMPLE_MAX];
 	uint8_t cmp[PS];
 };
 
@@ -185,6 +196,12 @@ static struct vmm_fusion *fusion_new(struct vmm *v)
 		abort();
 	f->pool_fd = -1;
 	f->t0 = mv_now_ns();
+	pthread_mutex_init(&f->tlock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&f->tcv, &ca);
+	pthread_condattr_destroy(&ca);
 	f->n = mv_guest_mem_nregions(v->mem);
 	for (unsigned i = 0; i < f->n; i++) {
 		const struct mv_mem_region *mr = mv_guest_mem_region(v->mem, i);
@@ -332,25 +349,104 @@ fail:
 	return r;
 }
 
-/* Ends a trap: read access back, FUSED again (unless a fault already did). */
-static void untrap(struct fregion *r, uint64_t p)
+/* Arms a trap on a fused page: PROT_NONE, state TRAP. A page still trapped
+ * (untouched in the last window) stays armed without a syscall. */
+static bool arm(struct vmm_fusion *f, uint64_t gpa)
 {
-	uint8_t want = ST_TRAP;
+	uint64_t p;
+	struct fregion *r = region_of_gpa(f, gpa, &p);
+	if (!r)
+		return false;
+	uint8_t want = ST_FUSED;
 	if (!atomic_compare_exchange_strong(&r->state[p], &want, ST_BUSY))
+		return want == ST_TRAP;
+	atomic_fetch_and(&r->touched[p / 64], ~(1ULL << (p % 64)));
+	bool ok = mprotect(r->hva + p * PS, PS, PROT_NONE) == 0;
+	atomic_store_explicit(&r->state[p], ok ? ST_TRAP : ST_FUSED, memory_order_release);
+	return ok;
+}
+
+/* Ends a trap: read access back, FUSED again (unless a fault already did). */
+static void untrap(struct vmm_fusion *f, uint64_t gpa)
+{
+	uint64_t p;
+	struct fregion *r = region_of_gpa(f, gpa, &p);
+	uint8_t want = ST_TRAP;
+	if (!r || !atomic_compare_exchange_strong(&r->state[p], &want, ST_BUSY))
 		return;
 	bool ok = mprotect(r->hva + p * PS, PS, PROT_READ) == 0;
 	atomic_store_explicit(&r->state[p], ok ? ST_FUSED : ST_TRAP, memory_order_release);
 }
 
+/* Was the page touched in the window that ends now? tlock held. */
+static bool touched(struct vmm_fusion *f, uint64_t gpa)
+{
+	uint64_t p;
+	struct fregion *r = region_of_gpa(f, gpa, &p);
+	if (!r)
+		return false;
+	while (atomic_load_explicit(&r->state[p], memory_order_acquire) == ST_BUSY)
+		sched_yield();   /* a vCPU in the fault handler: its mark is coming */
+	uint64_t bit = 1ULL << (p % 64);
+	return (atomic_fetch_and(&r->touched[p / 64], ~bit) & bit) != 0;
+}
+
+static uint64_t cpu_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* A window counts when the page was touched, or when the VM ran (this
+ * process used a quarter of a window of CPU) and did not touch it: on a
+ * busy host a vCPU descheduled for a whole window says nothing either way. */
+static void window_end(struct vmm_fusion *f)
+{
+	uint64_t cpu = cpu_ns();
+	bool ran = cpu - f->tcpu >= (uint64_t)f->window_us * 250;
+	f->tcpu = cpu;
+	for (uint32_t i = 0; i < f->ntraps; i++) {
+		struct trap *t = &f->traps[i];
+		if (t->armed) {
+			bool hit = touched(f, t->gpa);
+			if (hit || ran) {
+				t->bits = t->bits << 1 | (hit ? 1 : 0);
+				if (t->nwin < 64)
+					t->nwin++;
+			}
+		}
+		t->armed = arm(f, t->gpa);
+	}
+}
+
+/* Back-to-back windows while pages are watched: a trap costs a syscall only
+ * when the guest touched the page, so idle pages are nearly free. */
+static void *trap_main(void *arg)
+{
+	struct vmm_fusion *f = arg;
+	pthread_mutex_lock(&f->tlock);
+	while (!f->tquit) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)(f->ntraps ? f->window_us : 100000) * 1000;
+		ts.tv_sec += (time_t)(ns / 1000000000ULL);
+		ts.tv_nsec = (long)(ns % 1000000000ULL);
+		pthread_cond_timedwait(&f->tcv, &f->tlock, &ts);
+		if (!f->tquit && f->ntraps)
+			window_end(f);
+	}
+	pthread_mutex_unlock(&f->tlock);
+	return NULL;
+}
+
 static void untrap_all(struct vmm_fusion *f)
 {
-	for (uint32_t i = 0; i < f->nsampled; i++) {
-		uint64_t p;
-		struct fregion *r = region_of_gpa(f, f->sampled[i], &p);
-		if (r && f->sample_armed[i])
-			untrap(r, p);
-	}
-	f->nsampled = 0;
+	pthread_mutex_lock(&f->tlock);
+	for (uint32_t i = 0; i < f->ntraps; i++)
+		untrap(f, f->traps[i].gpa);
+	f->ntraps = 0;
+	pthread_mutex_unlock(&f->tlock);
 }
 
 int vmm_fusion_sample(struct vmm *v, const struct mv_ctl_sample *req, struct mv_ctl_sample_reply *out)
@@ -359,36 +455,45 @@ int vmm_fusion_sample(struct vmm *v, const struct mv_ctl_sample *req, struct mv_
 	struct vmm_fusion *f = v->fusion;
 	if (!f)
 		return 0;   /* nothing fused yet: nothing to trap */
-	uint64_t now = mv_now_ns();
-	out->window_us = f->nsampled ? (now - f->sample_t0) / 1000 : 0;
-	for (uint32_t i = 0; i < f->nsampled; i++) {
-		uint64_t p;
-		struct fregion *r = region_of_gpa(f, f->sampled[i], &p);
-		out->gpa[i] = f->sampled[i];
-		out->armed[i] = f->sample_armed[i];
-		if (!r || !f->sample_armed[i])
-			continue;
-		untrap(r, p);
-		uint64_t bit = 1ULL << (p % 64);
-		out->touched[i] = (atomic_fetch_and(&r->touched[p / 64], ~bit) & bit) != 0;
+	pthread_mutex_lock(&f->tlock);
+	out->window_us = f->window_us;
+	struct trap old[MV_CTL_SAMPLE_MAX];
+	uint32_t nold = f->ntraps;
+	for (uint32_t i = 0; i < nold; i++) {
+		old[i] = f->traps[i];
+		out->gpa[i] = old[i].gpa;
+		out->bits[i] = old[i].bits;
+		out->nwin[i] = old[i].nwin;
+		old[i].nwin = 0;
 	}
-	out->n = f->nsampled;
-	f->nsampled = 0;
+	out->n = nold;
+	f->ntraps = 0;
 	for (uint32_t i = 0; i < req->n && i < MV_CTL_SAMPLE_MAX; i++) {
-		uint64_t p;
-		struct fregion *r = region_of_gpa(f, req->gpa[i], &p);
-		uint8_t armed = 0, want = ST_FUSED;
-		if (r && atomic_compare_exchange_strong(&r->state[p], &want, ST_BUSY)) {
-			atomic_fetch_and(&r->touched[p / 64], ~(1ULL << (p % 64)));
-			armed = mprotect(r->hva + p * PS, PS, PROT_NONE) == 0;
-			atomic_store_explicit(&r->state[p], armed ? ST_TRAP : ST_FUSED,
-					      memory_order_release);
+		struct trap t = {.gpa = req->gpa[i]};
+		uint32_t j;
+		for (j = 0; j < nold && old[j].gpa != t.gpa; j++)
+			;
+		if (j < nold) {
+			t = old[j];
+			old[j].gpa = UINT64_MAX;   /* kept */
+		} else {
+			t.armed = arm(f, t.gpa);
 		}
-		f->sampled[f->nsampled] = req->gpa[i];
-		f->sample_armed[f->nsampled++] = armed;
+		f->traps[f->ntraps++] = t;
 	}
-	f->sample_t0 = now;
-	return 0;
+	for (uint32_t j = 0; j < nold; j++)
+		if (old[j].gpa != UINT64_MAX)
+			untrap(f, old[j].gpa);
+	if (req->n)
+		f->window_us = req->window_us;
+	int r = 0;
+	if (f->ntraps && !f->trunning) {
+		f->tquit = false;
+		r = -pthread_create(&f->tthread, NULL, trap_main, f);
+		f->trunning = r == 0;
+	}
+	pthread_mutex_unlock(&f->tlock);
+	return r;
 }
 
 int vmm_fusion_unfuse_all(struct vmm *v, struct mv_ctl_unfuse *out)
@@ -438,7 +543,18 @@ void vmm_fusion_teardown(struct vmm *v)
 	struct vmm_fusion *f = v->fusion;
 	if (!f)
 		return;
+	if (f->trunning) {
+		pthread_mutex_lock(&f->tlock);
+		f->tquit = true;
+		pthread_cond_signal(&f->tcv);
+		pthread_mutex_unlock(&f->tlock);
+		pthread_join(f->tthread, NULL);
+		f->trunning = false;
+	}
+	untrap_all(f);
 	atomic_store_explicit(&g_fusion, NULL, memory_order_release);
+	pthread_mutex_destroy(&f->tlock);
+	pthread_cond_destroy(&f->tcv);
 	for (unsigned i = 0; i < f->n; i++) {
 		free((void *)f->r[i].state);
 		free((void *)f->r[i].broken);
