@@ -13,7 +13,8 @@ reach what the content allows: total pages - distinct contents).
 Then the side-channel guard's overhead on a benign workload: memtouch ops/s
 (fusion on) with the guard on (detection on, a sensitive range checked every
 second, its fused pages' sharers sampled) vs off (detection off, no range),
-alternating, medians. Last, detection latency over several runs of real
+many short runs alternating in flipped order per pair, medians and the
+spread of the per-pair overheads. Last, detection latency over several runs of real
 attacks against a "secret" victim: a dedup write prober (from its first probe
 write, as its VMM timed it, to the event; the event's own figure is from the
 first fresh break) and a Flush+Reload attacker (from the first trapped window
@@ -161,31 +162,59 @@ def ops_per_s(vm, secs):
 
 
 def guard_phase():
-    """memtouch ops/s with the guard on (detection, a range, sampling) vs off."""
+    """memtouch ops/s with the guard on (detection, a range, sampling) vs off:
+    many short alternating runs (order flipped each pair, so drift and other
+    tenants' load hit both sides), per-pair overheads, median and spread."""
     mv("vm", "create", "gb", "--memory", f"{WSS_MB}M", "--workload", "memtouch", "--wss",
        f"{WSS_MB}M", "--pattern", "random", "--rate", "0", "--fusion")
     time.sleep(1.5)
-    off, on = [], []
-    secs = 2.0 if quick else 5.0
-    for _ in range(2 if quick else 4):
-        mv("guard", "policy", "set", "--detect", "off")
-        time.sleep(1.0)   # munlock of the last round settles
-        off.append(ops_per_s("gb", secs))
-        mv("guard", "policy", "set", "--detect", "on")
-        rid = mv("vm", "sensitive", "add", "gb", "--gpa", "0", "--len", f"{WSS_MB // 2}M",
-                 "--json")["id"]
-        # Steady state, not the one-time cost of locking the range (mlock
-        # populates it) and the first checks.
-        time.sleep(3.0)
-        on.append(ops_per_s("gb", secs))
-        mv("vm", "sensitive", "rm", "gb", str(rid))
+    # Lock once and let it settle: the first mlock populates the range, a
+    # one-time cost that is not the guard's steady overhead.
+    rid = mv("vm", "sensitive", "add", "gb", "--gpa", "0", "--len", f"{WSS_MB // 2}M",
+             "--json")["id"]
+    time.sleep(3.0)
+    mv("vm", "sensitive", "rm", "gb", str(rid))
+    state = {"rid": None}
+
+    def guard(on):
+        if on:
+            mv("guard", "policy", "set", "--detect", "on")
+            state["rid"] = mv("vm", "sensitive", "add", "gb", "--gpa", "0", "--len",
+                              f"{WSS_MB // 2}M", "--json")["id"]
+        else:
+            if state["rid"] is not None:
+                mv("vm", "sensitive", "rm", "gb", str(state["rid"]))
+                state["rid"] = None
+            mv("guard", "policy", "set", "--detect", "off")
+        time.sleep(0.5)
+
+    off, on, pairs = [], [], []
+    secs = 1.0 if quick else 1.5
+    for i in range(4 if quick else 12):
+        res = {}
+        for g in ((True, False) if i % 2 else (False, True)):
+            guard(g)
+            res[g] = ops_per_s("gb", secs)
+        off.append(res[False])
+        on.append(res[True])
+        if res[False]:
+            pairs.append(1 - res[True] / res[False])
     g = mv("guard", "status", "--json")
+    guard(False)
+    mv("guard", "policy", "set", "--detect", "on")
     events = len(mv("guard", "events", "--json")["events"])
     mv("vm", "rm", "--force", "gb")
     o, n = statistics.median(off), statistics.median(on)
+    q = statistics.quantiles(pairs, n=4) if len(pairs) >= 2 else [None, None, None]
+    r4 = lambda x: round(x, 4) if x is not None else None
     return {"ops_s_guard_off": round(o), "ops_s_guard_on": round(n),
-            "overhead": round(1 - n / o, 4) if o else None, "checks": g.get("checks"),
-            "runs": len(off), "detections_on_benign": events}
+            "overhead": round(1 - n / o, 4) if o else None,
+            "overhead_pairs_median": r4(statistics.median(pairs)) if pairs else None,
+            "overhead_pairs_iqr": [r4(q[0]), r4(q[2])],
+            "overhead_pairs_min_max": [r4(min(pairs)), r4(max(pairs))] if pairs else None,
+            "ops_s_off_min_max": [round(min(off)), round(max(off))],
+            "checks": g.get("checks"), "runs": len(off), "secs_per_run": secs,
+            "detections_on_benign": events}
 
 
 def first_event(signal, suspect, timeout=30):

@@ -88,6 +88,8 @@ int state_open(struct vmmgr *m, struct mv_error **err);
 void state_close(struct vmmgr *m);
 int state_insert(struct vmmgr *m, const struct mv_vm_info *vm, struct mv_error **err);
 int state_update(struct vmmgr *m, const struct mv_vm_info *vm);
+int state_policy_save(struct vmmgr *m, const struct mv_guard_policy *p);
+int state_policy_load(struct vmmgr *m, struct mv_guard_policy *p);
 int state_delete(struct vmmgr *m, const char *id);
 /* Loads every VM row; *out malloc'ed. */
 int state_load(struct vmmgr *m, struct mv_vm_info **out, size_t *n, struct mv_error **err);

@@ -61,6 +61,9 @@ void detect_init(struct vmmgr *m)
 	mv_guard_policy_default(&d->pol);
 	d->next_id = 1;
 	m->detect = d;
+	if (state_policy_load(m, &d->pol) > 0)
+		mv_log(MV_LOG_INFO, "guard: policy restored from the state database (detect %s, "
+		       "action %s)", d->pol.detect ? "on" : "off", mv_guard_action_name(d->pol.action));
 }
 
 void detect_fini(struct vmmgr *m)
@@ -414,6 +417,12 @@ int detect_policy_set(void *ctx, const struct mv_guard_policy *in, struct mv_err
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&m->lock);
+	/* Durable first: a policy a restart would lose is not applied. */
+	r = state_policy_save(m, in);
+	if (r < 0) {
+		pthread_mutex_unlock(&m->lock);
+		return mv_err(err, r, "guard policy: the state database refused it");
+	}
 	det(m)->pol = *in;
 	/* A new policy judges afresh: windows restart, suspects stay excluded. */
 	for (size_t i = 0; i < m->nvms; i++) {

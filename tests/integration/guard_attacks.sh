@@ -139,6 +139,23 @@ res=$(api POST /v1/guard/policy '{"action":"explode"}')
 mv vm create att2 --memory 16M --workload writeprobe --seed 9 --wss 256K --fusion >/dev/null
 paused() { [ "$(vm_field att2 '["state"]')" = paused ]; }
 wait_for 30 paused || fail "the pause response did not pause att2: $(mv guard events)"
+mv vm rm --force att2 >/dev/null
+
+mv guard policy set --action throttle --throttle-pct 60 >/dev/null
+mv vm create att3 --memory 16M --workload writeprobe --seed 9 --wss 256K --fusion >/dev/null
+# The VMM reports its vCPU throttle in the VM's stats (refreshed every second).
+throttled() { [ "$(vm_field att3 '["stats"]["throttle_pct"]')" = 60 ]; }
+wait_for 30 throttled || fail "the throttle response did not throttle att3: $(mv guard events)"
+[ "$(vm_field att3 '["state"]')" = running ] || fail "throttled att3 is not running"
+mv vm rm --force att3 >/dev/null
+
+mv guard policy set --action stop >/dev/null
+mv vm create att4 --memory 16M --workload writeprobe --seed 9 --wss 256K --fusion >/dev/null
+stopped() { [ "$(vm_field att4 '["state"]')" = stopped ]; }
+wait_for 30 stopped || fail "the stop response did not stop att4: $(mv guard events)"
+mv guard events --json | jget "any(e['suspect']=='att4' and e['action']=='stop' and e['outcome']=='ok' for e in j['events'])" |
+  grep -q True || fail "no stop event with outcome ok: $(mv guard events)"
+mv vm rm --force att4 >/dev/null
 
 log "deny list: a known probe page (the victim's public page, by content hash)"
 pid=$(vm_field victim '["pid"]')
