@@ -50,8 +50,10 @@ def daemon(*extra):
 
 
 def mv(*args):
-    out = subprocess.run([cli, *args], env=env, check=True, capture_output=True, text=True).stdout
-    return json.loads(out) if "--json" in args else out
+    r = subprocess.run([cli, *args], env=env, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"memvisor {' '.join(args)}: {r.stderr.strip()}")
+    return json.loads(r.stdout) if "--json" in args else r.stdout
 
 
 def ksm_read(name):
@@ -177,10 +179,11 @@ def guard_phase():
     state = {"rid": None}
 
     def guard(on):
-        if on:
+        if on:   # pairs flip order: on may follow on
             mv("guard", "policy", "set", "--detect", "on")
-            state["rid"] = mv("vm", "sensitive", "add", "gb", "--gpa", "0", "--len",
-                              f"{WSS_MB // 2}M", "--json")["id"]
+            if state["rid"] is None:
+                state["rid"] = mv("vm", "sensitive", "add", "gb", "--gpa", "0", "--len",
+                                  f"{WSS_MB // 2}M", "--json")["id"]
         else:
             if state["rid"] is not None:
                 mv("vm", "sensitive", "rm", "gb", str(state["rid"]))
