@@ -378,15 +378,17 @@ static void untrap(struct vmm_fusion *f, uint64_t gpa)
 	atomic_store_explicit(&r->state[p], ok ? ST_FUSED : ST_TRAP, memory_order_release);
 }
 
-/* Was the page touched in the window that ends now? tlock held. */
-static bool touched(struct vmm_fusion *f, uint64_t gpa)
+/* Was the page touched in the window that ends now? -1: not known yet (a
+ * vCPU is in the handler, or a copy is under way): never wait for it with
+ * tlock held, the control thread may need tlock next. */
+static int touched(struct vmm_fusion *f, uint64_t gpa)
 {
 	uint64_t p;
 	struct fregion *r = region_of_gpa(f, gpa, &p);
 	if (!r)
-		return false;
-	while (atomic_load_explicit(&r->state[p], memory_order_acquire) == ST_BUSY)
-		sched_yield();   /* a vCPU in the fault handler: its mark is coming */
+		return 0;
+	if (atomic_load_explicit(&r->state[p], memory_order_acquire) == ST_BUSY)
+		return -1;
 	uint64_t bit = 1ULL << (p % 64);
 	return (atomic_fetch_and(&r->touched[p / 64], ~bit) & bit) != 0;
 }
@@ -409,7 +411,9 @@ static void window_end(struct vmm_fusion *f)
 	for (uint32_t i = 0; i < f->ntraps; i++) {
 		struct trap *t = &f->traps[i];
 		if (t->armed) {
-			bool hit = touched(f, t->gpa);
+			int hit = touched(f, t->gpa);
+			if (hit < 0)
+				continue;   /* judged at the next window's end */
 			if (hit || ran) {
 				t->bits = t->bits << 1 | (hit ? 1 : 0);
 				if (t->nwin < 64)
