@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "memvisor/error.h"
+#include "memvisor/guard.h"
 #include "memvisor/mem.h"
 #include "memvisor/vm.h"
 
@@ -80,6 +81,9 @@ struct mv_vm_info {
 	bool fusion;                  /* opted in to page fusion */
 	uint64_t fused_pages;         /* guest pages now mapped to fused pool pages */
 	uint64_t cow_breaks;          /* fused pages this VM's writes un-shared */
+	uint64_t wl_aux[4];           /* workload results (see the workload kinds) */
+	uint32_t throttle_pct;        /* vCPUs held back this share of the time */
+	bool fusion_excluded;         /* the guard took it out of page fusion */
 };
 
 /* GET /v1/fusion: the page-fusion scanner's figures. */
@@ -115,6 +119,23 @@ struct mv_sensitive_range {
 	uint32_t runs_total;          /* protected physical ranges (runs of frames) */
 	uint32_t nruns;               /* the first of them shown in runs[] */
 	struct mv_sensitive_run runs[MV_SENSITIVE_RUNS_MAX];
+};
+
+/* GET /v1/guard/events: one detection of a suspected side-channel attacker. */
+struct mv_guard_event_info {
+	uint64_t id;
+	uint64_t time_ms;             /* unix ms */
+	char suspect[MV_NAME_MAX + 1];
+	char victim[MV_NAME_MAX + 1]; /* "" when unknown */
+	char signal[24];              /* write_probe, sampled_access, deny_hash */
+	char action[16];              /* the policy's response */
+	char outcome[128];            /* "ok" or why the response failed */
+	char rule[64];                /* deny_hash: the entry's name */
+	uint64_t evidence;            /* write_probe: fresh cross-VM breaks in the window;
+				       * sampled_access: trapped windows touched; deny_hash: pages */
+	uint64_t evidence_of;         /* write_probe: the window (ms); sampled_access: windows */
+	uint64_t gpa;                 /* one page of the suspect involved */
+	double latency_ms;            /* from the first signal to the detection */
 };
 
 /* GET /v1/guard: one co-residency finding (another VM's data within a range). */
@@ -327,6 +348,12 @@ struct mv_api_backend {
 	/* Log bytes from offset; waits up to wait_ms for more while it runs. */
 	int (*ctr_logs)(void *ctx, const char *ref, uint64_t offset, uint32_t wait_ms,
 			struct mv_ctr_logs *out, struct mv_error **err);
+	/* The detections kept (the latest 256); *out malloc'ed. */
+	int (*guard_events)(void *ctx, struct mv_guard_event_info **out, size_t *n,
+			    struct mv_error **err);
+	int (*guard_policy_get)(void *ctx, struct mv_guard_policy *out, struct mv_error **err);
+	/* Validates (mv_guard_policy_check) and applies. */
+	int (*guard_policy_set)(void *ctx, const struct mv_guard_policy *in, struct mv_error **err);
 	/* Prometheus text exposition; *text malloc'ed, caller frees. */
 	int (*metrics)(void *ctx, char **text, struct mv_error **err);
 };
@@ -382,6 +409,12 @@ bool mv_api_image_name_valid(const char *s);
 char *mv_api_encode_image(const struct mv_image_status *im);
 char *mv_api_encode_ctr(const struct mv_ctr_info *c);
 char *mv_api_encode_cache(const struct mv_cache_info *c);
+/* POST /v1/guard/policy: overlays the fields present on *p (the current
+ * policy), validated; *p is untouched on error. */
+int mv_api_decode_guard_policy(const char *body, size_t len, struct mv_guard_policy *p,
+			       struct mv_error **err) MV_MUST_CHECK;
+char *mv_api_encode_guard_policy(const struct mv_guard_policy *p);
+char *mv_api_encode_guard_events(const struct mv_guard_event_info *e, size_t n);
 /* Validates a VM name: ^[a-z0-9][a-z0-9_.-]{0,62}$ (ids are valid names too). */
 bool mv_api_name_valid(const char *name);
 /* JSON text of a VM / host / verify result / error; malloc'ed, the caller

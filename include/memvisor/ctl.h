@@ -36,6 +36,8 @@ enum mv_ctl_type {
 	MV_CTL_FUSE,          /* map pool pages over guest pages; reply: results, broken pages */
 	MV_CTL_UNFUSE,        /* copy every fused page back into guest RAM */
 	MV_CTL_GUARD,         /* mlock/munlock a sensitive guest range; reply: region HVAs */
+	MV_CTL_SAMPLE,        /* watch fused pages in short trapped windows; reply: windows since the last call */
+	MV_CTL_THROTTLE,      /* hold the vCPUs back (the guard's response to a suspect) */
 	MV_CTL__COUNT
 };
 
@@ -102,6 +104,9 @@ struct mv_ctl_status {
 	uint32_t mig_result;   /* 0 running, 1 done (VM lives at the destination), 2 failed */
 	struct mv_migrate_progress mig;
 	char mig_error[256];
+	uint64_t wl_aux[4];    /* workload results, summed over vCPUs (struct mv_wl_state aux) */
+	uint32_t throttle_pct;
+	uint32_t pad;
 };
 
 /* Migration options as they cross the control channel. */
@@ -134,7 +139,7 @@ struct mv_ctl_verify {
  * still holds the same bytes. The pool fd (read-only) rides along once per
  * VMM (nfds 1); n may be 0 to just collect broken pages. */
 #define MV_CTL_FUSE_MAX 512
-#define MV_CTL_BROKEN_MAX 1024
+#define MV_CTL_BROKEN_MAX 512
 struct mv_ctl_fuse_entry {
 	uint64_t gpa;
 	uint64_t pool_off;
@@ -160,6 +165,40 @@ struct mv_ctl_fuse_reply {
 	uint64_t cow_breaks;   /* total */
 	uint8_t result[MV_CTL_FUSE_MAX];   /* enum mv_ctl_fuse_result */
 	uint64_t broken[MV_CTL_BROKEN_MAX];
+	/* Per broken page, for the guard's write-probe signal: how long it had
+	 * been fused when the write came, and how long before this reply. */
+	uint32_t age_ms[MV_CTL_BROKEN_MAX];
+	uint32_t ago_ms[MV_CTL_BROKEN_MAX];
+};
+
+/* SAMPLE request: the fused guest pages to watch (n may be 0: stop). The
+ * VMM runs the trapped windows itself, back to back on its own timer thread,
+ * each window_us long: a page's mapping is made PROT_NONE, the first access
+ * in the window faults, is counted and gets read access back at once; an
+ * untouched page simply stays trapped. The reply reports, per page of the
+ * previous call, the windows that ended since then (a short poll sees many
+ * short windows: detection need not wait for the poll period). */
+#define MV_CTL_SAMPLE_MAX 64
+#define MV_CTL_SAMPLE_WINDOW_MIN_US 500
+#define MV_CTL_SAMPLE_WINDOW_MAX_US 1000000
+struct mv_ctl_sample {
+	uint32_t n;
+	uint32_t window_us;    /* MIN..MAX when n > 0 */
+	uint64_t gpa[MV_CTL_SAMPLE_MAX];
+};
+
+struct mv_ctl_sample_reply {
+	uint32_t n;
+	uint32_t window_us;    /* the windows' length */
+	uint64_t gpa[MV_CTL_SAMPLE_MAX];
+	uint64_t bits[MV_CTL_SAMPLE_MAX];   /* touched per window, newest in bit 0 */
+	uint8_t nwin[MV_CTL_SAMPLE_MAX];    /* windows (armed: page still fused) that ended since the last call, <= 64 */
+};
+
+/* THROTTLE request: vCPUs run (100 - pct)% of the time; 0 = off, <= 99. */
+struct mv_ctl_throttle {
+	uint32_t pct;
+	uint32_t pad;
 };
 
 /* UNFUSE reply. */

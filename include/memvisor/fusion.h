@@ -77,13 +77,17 @@ int mv_fusion_scan(struct mv_fusion *f, uint64_t budget, struct mv_fusion_merge 
 		   size_t *n);
 /* The VMM's answer to a proposal: fused, or not (the reference is dropped). */
 void mv_fusion_commit(struct mv_fusion *f, const struct mv_fusion_merge *m, bool fused);
-/* A guest write broke fused page gpa of VM key: drop its reference. */
-void mv_fusion_broken(struct mv_fusion *f, uint64_t key, uint64_t gpa);
+/* A guest write broke fused page gpa of VM key: drop its reference. Returns
+ * how many pages of OTHER VMs shared it (the guard's write-probe signal
+ * counts cross-VM breaks only); *other (may be NULL) gets one of their keys. */
+size_t mv_fusion_broken(struct mv_fusion *f, uint64_t key, uint64_t gpa, uint64_t *other);
 
 void mv_fusion_get_stats(struct mv_fusion *f, struct mv_fusion_stats *out);
 
 /* Guard queries. The pool offset backing gpa of VM key (-ENOENT if unfused). */
 int mv_fusion_lookup(struct mv_fusion *f, uint64_t key, uint64_t gpa, uint64_t *pool_off);
+/* The pool page holding content of hash xxh3 (mv_guard_page_hash), or -ENOENT. */
+int mv_fusion_find_hash(struct mv_fusion *f, uint64_t xxh3, uint64_t *pool_off);
 /* Calls fn for each guest page mapped to pool page pool_off; returns how many. */
 size_t mv_fusion_sharers(struct mv_fusion *f, uint64_t pool_off,
 			 void (*fn)(uint64_t key, uint64_t gpa, void *arg), void *arg);

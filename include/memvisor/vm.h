@@ -11,7 +11,12 @@
 
 #define MV_MAX_VCPUS 64
 
-enum mv_wl_kind { MV_WL_IDLE = 0, MV_WL_MEMTOUCH = 1, MV_WL_KVSTORE = 2, MV_WL__COUNT };
+/* secret, writeprobe, flushreload: the side-channel attack tests' victim and
+ * attackers (src/vm/wl_secret.c and the others; results in aux). */
+enum mv_wl_kind {
+	MV_WL_IDLE = 0, MV_WL_MEMTOUCH = 1, MV_WL_KVSTORE = 2,
+	MV_WL_SECRET = 3, MV_WL_WRITEPROBE = 4, MV_WL_FLUSHRELOAD = 5, MV_WL__COUNT
+};
 enum mv_wl_pattern { MV_PAT_SEQ = 0, MV_PAT_RANDOM = 1, MV_PAT_HOTCOLD = 2, MV_PAT__COUNT };
 
 /* What a workload does; chosen at VM creation. Fixed-width: it crosses the
@@ -88,6 +93,7 @@ struct mv_vcpus_stats {
 	uint64_t ops_done;       /* sum over vCPUs */
 	uint32_t running;        /* vCPUs not parked */
 	uint64_t throttle_pct;   /* 0..99: share of time vCPUs are held back */
+	uint64_t aux[4];         /* workload results (state aux), summed over vCPUs */
 };
 
 /* Starts n vCPU threads, each running states[i] (copied). With start_paused

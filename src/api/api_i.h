@@ -82,6 +82,10 @@ void api_sensitive_list(const struct mv_api_backend *be, void *ctx, const char *
 void api_sensitive_remove(const struct mv_api_backend *be, void *ctx, const char *ref,
 			  const char *id, struct api_resp *out);
 void api_guard_get(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
+void api_guard_events(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
+/* GET (set false) or POST (set true) /v1/guard/policy. */
+void api_guard_policy(const struct mv_api_backend *be, void *ctx, const struct api_req *rq,
+		      bool set, struct api_resp *out);
 void api_metrics(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
 /* ?force=true|false|1|0 (absent: false); a bad value answers 400 and returns -EINVAL. */
 int api_parse_force(const struct api_req *rq, bool *force, struct api_resp *out);

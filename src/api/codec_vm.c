@@ -134,7 +134,7 @@ static int decode_workload(json_t *w, uint64_t memory, struct mv_wl_params *p,
 				   .hot_pct = 90};
 	if (!(v = json_object_get(w, "kind")))
 		return mv_err_field(err, -EINVAL, "workload.kind", "workload.kind is required");
-	if ((r = get_enum(v, "workload.kind", api_wl_kind_parse, "idle, memtouch, kvstore",
+	if ((r = get_enum(v, "workload.kind", api_wl_kind_parse, "idle, memtouch, kvstore, secret, writeprobe, flushreload",
 			  &p->kind, err)) < 0)
 		return r;
 	if ((v = json_object_get(w, "seed")) &&

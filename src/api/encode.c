@@ -87,8 +87,14 @@ json_t *api_vm_json(const struct mv_vm_info *vm)
 			       "dirty_backend", JSTR(vm->dirty_backend));
 	if (json_object_set_new(o, "stats", st) < 0)
 		goto fail;
-	json_t *fu = json_pack("{s:b, s:o, s:o}", "enabled", vm->fusion,
-			       "fused_pages", ju(vm->fused_pages), "cow_breaks", ju(vm->cow_breaks));
+	json_t *aux = json_pack("[o, o, o, o]", ju(vm->wl_aux[0]), ju(vm->wl_aux[1]),
+				ju(vm->wl_aux[2]), ju(vm->wl_aux[3]));
+	if (json_object_set_new(st, "workload_aux", aux) < 0 ||
+	    json_object_set_new(st, "throttle_pct", json_integer(vm->throttle_pct)) < 0)
+		goto fail;
+	json_t *fu = json_pack("{s:b, s:o, s:o, s:b}", "enabled", vm->fusion,
+			       "fused_pages", ju(vm->fused_pages), "cow_breaks", ju(vm->cow_breaks),
+			       "excluded", vm->fusion_excluded);
 	if (json_object_set_new(o, "fusion", fu) < 0)
 		goto fail;
 	if (vm->state == MV_VM_STOPPED || vm->state == MV_VM_CRASHED) {

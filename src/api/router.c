@@ -11,6 +11,7 @@ enum route_id {
 	R_HOST, R_VMS, R_VM, R_VM_PAUSE, R_VM_RESUME, R_VM_STOP, R_VM_VERIFY, R_VM_MIGRATE,
 	R_VM_SENSITIVE, R_VM_SENSITIVE_ONE, R_UPGRADE, R_METRICS, R_FUSION, R_GUARD,
 	R_IMAGES, R_IMAGE, R_CACHE, R_CACHE_PREPOP, R_CTRS, R_CTR, R_CTR_STOP, R_CTR_LOGS,
+	R_GUARD_EVENTS, R_GUARD_POLICY,
 };
 
 /* Methods as a bit set; HEAD rides along with GET (MHD drops the body). */
@@ -44,6 +45,8 @@ static const struct route routes[] = {
 	[R_CTR] = {M_GET | M_DELETE, 0},
 	[R_CTR_STOP] = {M_POST, 0},
 	[R_CTR_LOGS] = {M_GET, 0},
+	[R_GUARD_EVENTS] = {M_GET, 0},
+	[R_GUARD_POLICY] = {M_GET | M_POST, M_POST},
 };
 
 static const char *const vm_actions[] = {
@@ -64,6 +67,7 @@ static const char *const templates[] = {
 	[R_CACHE_PREPOP] = "/v1/cache/prepopulate", [R_CTRS] = "/v1/containers",
 	[R_CTR] = "/v1/containers/{ctr}", [R_CTR_STOP] = "/v1/containers/{ctr}/stop",
 	[R_CTR_LOGS] = "/v1/containers/{ctr}/logs",
+	[R_GUARD_EVENTS] = "/v1/guard/events", [R_GUARD_POLICY] = "/v1/guard/policy",
 };
 
 void mv_api_routes_each(void (*fn)(const char *method, const char *path, void *arg), void *arg)
@@ -160,6 +164,10 @@ static int match(const char *path, char *ref, size_t reflen, bool *ref_ok, const
 	int c = match_ctr(path, ref, reflen, ref_ok, sub);
 	if (c != -2)
 		return c;
+	if (strcmp(path, "/v1/guard/events") == 0)
+		return R_GUARD_EVENTS;
+	if (strcmp(path, "/v1/guard/policy") == 0)
+		return R_GUARD_POLICY;
 	if (strncmp(path, vms, sizeof(vms) - 1) != 0)
 		return -1;
 	const char *seg = path + sizeof(vms) - 1;
@@ -332,6 +340,12 @@ void api_route(const struct mv_api_backend *be, void *ctx, const struct api_req 
 		return;
 	case R_CTR_LOGS:
 		api_ctr_logs(be, ctx, ref, rq, out);
+		return;
+	case R_GUARD_EVENTS:
+		api_guard_events(be, ctx, out);
+		return;
+	case R_GUARD_POLICY:
+		api_guard_policy(be, ctx, rq, m == M_POST, out);
 		return;
 	}
 }

@@ -1,6 +1,8 @@
 /* Route handlers of the side-channel guard: a VM's sensitive ranges (POST,
  * GET /v1/vms/{vm}/sensitive, DELETE /v1/vms/{vm}/sensitive/{id}) and the
- * guard's co-residency findings (GET /v1/guard). Called by router.c. */
+ * guard's co-residency findings (GET /v1/guard), its detections (GET
+ * /v1/guard/events) and policy (GET, POST /v1/guard/policy). Called by
+ * router.c. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +77,42 @@ void api_sensitive_remove(const struct mv_api_backend *be, void *ctx, const char
 	out->content_type = "application/json";
 	out->body = NULL;
 	out->len = 0;
+}
+
+void api_guard_events(const struct mv_api_backend *be, void *ctx, struct api_resp *out)
+{
+	struct mv_guard_event_info *v = NULL;
+	size_t n = 0;
+	struct mv_error *e = NULL;
+	API_NEED(be, guard_events, out);
+	int r = be->guard_events(ctx, &v, &n, &e);
+	if (r < 0)
+		api_fail(out, r, e);
+	else
+		api_resp_json(out, 200, mv_api_encode_guard_events(v, n));
+	free(v);
+}
+
+void api_guard_policy(const struct mv_api_backend *be, void *ctx, const struct api_req *rq,
+		      bool set, struct api_resp *out)
+{
+	struct mv_guard_policy p;
+	struct mv_error *e = NULL;
+	API_NEED(be, guard_policy_get, out);
+	API_NEED(be, guard_policy_set, out);
+	int r = be->guard_policy_get(ctx, &p, &e);
+	if (r == 0 && set) {
+		r = mv_api_decode_guard_policy(rq->body, rq->len, &p, &e);
+		if (r < 0) {
+			api_fail(out, r, e);
+			return;
+		}
+		r = be->guard_policy_set(ctx, &p, &e);
+	}
+	if (r < 0)
+		api_fail(out, r, e);
+	else
+		api_resp_json(out, 200, mv_api_encode_guard_policy(&p));
 }
 
 void api_guard_get(const struct mv_api_backend *be, void *ctx, struct api_resp *out)

@@ -85,6 +85,8 @@ int mv_cli_cmd_vm_create(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_host(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_fusion(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_guard(const struct mv_cli *cli, int argc, char **argv);
+/* cmd_guard_policy.c: `guard events`, `guard policy [set]` (sub names which). */
+int mv_cli_cmd_guard_detect(const struct mv_cli *cli, const char *sub, int argc, char **argv);
 int mv_cli_cmd_vm_sensitive(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_metrics(const struct mv_cli *cli, int argc, char **argv);
 int mv_cli_cmd_daemon(const struct mv_cli *cli, int argc, char **argv);

@@ -25,6 +25,8 @@ static const char sensitive_usage[] =
 
 static const char guard_usage[] =
 	"Usage: memvisor guard status [--json]\n"
+	"       memvisor guard events [--json]\n"
+	"       memvisor guard policy [set OPTIONS] [--json]\n"
 	"\n"
 	"Runs a co-residency check of every sensitive range now and shows its\n"
 	"findings: which other VM's data sits on a range's frames (frame), shares\n"
@@ -187,6 +189,13 @@ int mv_cli_cmd_guard(const struct mv_cli *cli, int argc, char **argv)
 		{"help", no_argument, NULL, 'h'}, {"json", no_argument, NULL, 'j'},
 		{NULL, 0, NULL, 0},
 	};
+	for (int i = 1; i < argc; i++) {
+		if (argv[i][0] == '-')
+			continue;
+		if (!strcmp(argv[i], "events") || !strcmp(argv[i], "policy"))
+			return mv_cli_cmd_guard_detect(cli, argv[i], argc, argv);
+		break;
+	}
 	bool json = false;
 	int c;
 	optind = 0;
@@ -201,7 +210,7 @@ int mv_cli_cmd_guard(const struct mv_cli *cli, int argc, char **argv)
 		json = true;
 	}
 	if (optind >= argc)
-		return mv_cli_usage_err("guard", "missing subcommand (status)");
+		return mv_cli_usage_err("guard", "missing subcommand (status, events, policy)");
 	if (strcmp(argv[optind], "status") != 0)
 		return mv_cli_usage_err("guard", "unknown subcommand '%s'", argv[optind]);
 	if (optind + 1 < argc)

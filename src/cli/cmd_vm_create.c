@@ -27,7 +27,8 @@ static const char create_usage[] =
 	"      --json              print the created VM as JSON instead of its id\n"
 	"  -h, --help              show this help\n";
 
-static const char *const workloads[] = {"idle", "memtouch", "kvstore", NULL};
+static const char *const workloads[] = {"idle", "memtouch", "kvstore", "secret", "writeprobe",
+					    "flushreload", NULL};
 static const char *const backings[] = {"auto", "4k", "hugetlb", NULL};
 static const char *const patterns[] = {"seq", "random", "hotcold", NULL};
 

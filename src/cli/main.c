@@ -29,6 +29,8 @@ static const char usage[] =
 	"  container run IMAGE [CMD...]  run a command in a new container, stream its output\n"
 	"  container ls|show|stop|rm|logs ...  manage containers\n"
 	"  cache prepopulate IMAGE...  fill the host-wide shared cache; cache status\n"
+	"  guard events             side-channel guard: suspected attackers detected\n"
+	"  guard policy [set ...]   side-channel guard: thresholds, deny list, response\n"
 	"  metrics                  Prometheus metrics, raw\n"
 	"  help [COMMAND]           show help for a command\n"
 	"\n"

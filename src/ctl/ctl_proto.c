@@ -97,6 +97,9 @@ static uint32_t expected_len(uint16_t type, bool reply)
 	case MV_CTL_UNFUSE: return reply ? sizeof(struct mv_ctl_unfuse) : 0;
 	case MV_CTL_GUARD:
 		return reply ? sizeof(struct mv_ctl_guard_reply) : sizeof(struct mv_ctl_guard);
+	case MV_CTL_SAMPLE:
+		return reply ? sizeof(struct mv_ctl_sample_reply) : sizeof(struct mv_ctl_sample);
+	case MV_CTL_THROTTLE: return reply ? 0 : sizeof(struct mv_ctl_throttle);
 	default: return 0;
 	}
 }
@@ -244,6 +247,36 @@ int mv_ctl_validate_payload(const struct mv_ctl_msg *m, struct mv_error **err)
 		if (g.op > MV_GUARD_OP_UNLOCK || g.gpa % MV_PAGE_SIZE || g.len % MV_PAGE_SIZE ||
 		    (g.op != MV_GUARD_OP_QUERY && (g.len == 0 || g.gpa + g.len < g.gpa)))
 			return mv_err(err, -EPROTO, "control GUARD: bad field");
+		return 0;
+	}
+	case MV_CTL_SAMPLE: {
+		if (reply) {
+			struct mv_ctl_sample_reply sr;
+			memcpy(&sr, m->payload, sizeof(sr));
+			if (sr.n > MV_CTL_SAMPLE_MAX)
+				return mv_err(err, -EPROTO, "control SAMPLE reply: %u pages", sr.n);
+			for (uint32_t i = 0; i < sr.n; i++)
+				if (sr.nwin[i] > 64 || sr.gpa[i] % MV_PAGE_SIZE)
+					return mv_err(err, -EPROTO, "control SAMPLE reply: bad page %u", i);
+			return 0;
+		}
+		struct mv_ctl_sample s;
+		memcpy(&s, m->payload, sizeof(s));
+		if (s.n > MV_CTL_SAMPLE_MAX)
+			return mv_err(err, -EPROTO, "control SAMPLE: %u pages", s.n);
+		if (s.n && (s.window_us < MV_CTL_SAMPLE_WINDOW_MIN_US ||
+			    s.window_us > MV_CTL_SAMPLE_WINDOW_MAX_US))
+			return mv_err(err, -EPROTO, "control SAMPLE: window_us %u", s.window_us);
+		for (uint32_t i = 0; i < s.n; i++)
+			if (s.gpa[i] % MV_PAGE_SIZE)
+				return mv_err(err, -EPROTO, "control SAMPLE: page %u is not aligned", i);
+		return 0;
+	}
+	case MV_CTL_THROTTLE: {
+		struct mv_ctl_throttle t;
+		memcpy(&t, m->payload, sizeof(t));
+		if (t.pct > 99)
+			return mv_err(err, -EPROTO, "control THROTTLE: %u%%", t.pct);
 		return 0;
 	}
 	case MV_CTL_GET_MEM: {

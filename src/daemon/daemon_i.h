@@ -11,7 +11,29 @@
 #include <stdio.h>
 #include "memvisor/api.h"
 #include "memvisor/ctl.h"
+#include "memvisor/guard.h"
 #include "memvisor/mem.h"
+
+/* guard_detect.c's per-VM state: the write-probe window and the pages of
+ * other tenants' sensitive ranges this VM shares (sampled access). */
+struct gwatch {
+	uint64_t gpa;              /* this VM's page, fused with ... */
+	uint64_t owner_key;        /* ... a page of this VM's sensitive range */
+	uint64_t owner_gpa;
+	struct mv_guard_sampled s;
+	bool seen;                 /* still co-resident at the last check */
+};
+
+struct gdet {
+	struct mv_guard_wprobe wp;
+	uint64_t wp_victim, wp_gpa;
+	bool flagged[MV_SIG__COUNT];   /* detected once: no repeat events */
+	int pending;                   /* action + 1 to apply at the next tick, 0 none */
+	uint64_t pending_event;
+	struct gwatch watch[MV_CTL_SAMPLE_MAX];
+	uint32_t nwatch;
+	bool sampling;                 /* its VMM has pages trapped */
+};
 
 struct dvm {
 	struct mv_vm_info info;      /* what the API shows; persistent part lives in SQLite */
@@ -24,6 +46,7 @@ struct dvm {
 	uint64_t minflt, majflt;     /* VMM page faults */
 	uint64_t fkey;               /* its key in the fusion library (never reused) */
 	bool fusion_pool_sent;       /* its current VMM holds the fusion pool fd */
+	struct gdet det;             /* guard_detect.c */
 	char dir[PATH_MAX];          /* <state>/vms/<id> */
 };
 
@@ -60,10 +83,11 @@ struct vmmgr {
 	char vmm_path_buf[MV_PATH_MAX];   /* cfg.vmm_path after an upgrade */
 	uint64_t next_fkey;
 	struct mv_fusion *fusion;    /* NULL when fusion is off */
-	pthread_t fusion_thread;
+	pthread_t fusion_thread, sample_thread;   /* fusion.c */
 	bool fusion_running, fusion_quit;
 	struct guard *guard;         /* guard.c: sensitive ranges, co-residency findings */
 	struct ctrmgr *ctr;          /* ctrmgr.c: images, containers, the shared cache */
+	struct detect *detect;       /* guard_detect.c: policy, events */
 };
 
 /* state.c */
@@ -71,6 +95,8 @@ int state_open(struct vmmgr *m, struct mv_error **err);
 void state_close(struct vmmgr *m);
 int state_insert(struct vmmgr *m, const struct mv_vm_info *vm, struct mv_error **err);
 int state_update(struct vmmgr *m, const struct mv_vm_info *vm);
+int state_policy_save(struct vmmgr *m, const struct mv_guard_policy *p);
+int state_policy_load(struct vmmgr *m, struct mv_guard_policy *p);
 int state_delete(struct vmmgr *m, const char *id);
 /* Loads every VM row; *out malloc'ed. */
 int state_load(struct vmmgr *m, struct mv_vm_info **out, size_t *n, struct mv_error **err);
@@ -120,6 +146,8 @@ void vm_dir_clean(const char *dir);
 /* Called with m->lock held: the VMM is gone; record how and release its RAM. */
 void vmmgr_vm_exited(struct vmmgr *m, struct dvm *vm);
 uint64_t vmmgr_used(struct vmmgr *m);
+/* Lock held: STOP, or a kill when the VMM does not answer. */
+int vmmgr_stop_vm(struct vmmgr *m, struct dvm *vm, struct mv_error **err);
 
 /* watch.c */
 int watch_start(struct vmmgr *m);
@@ -149,6 +177,9 @@ int guard_init(struct vmmgr *m, struct mv_error **err);
 void guard_fini(struct vmmgr *m);
 /* Lock held: re-locks and re-resolves every range, checks co-residency. */
 void guard_tick(struct vmmgr *m);
+/* Lock held: the key of another VM whose sensitive range holds a page fused
+ * with gpa of VM key (0: none). */
+uint64_t guard_sensitive_sharer(struct vmmgr *m, uint64_t key, uint64_t gpa);
 /* Lock held: VM vm_id is deleted; its ranges go. */
 void guard_vm_removed(struct vmmgr *m, const char *vm_id);
 void guard_metrics(struct vmmgr *m, FILE *f);
@@ -183,6 +214,30 @@ int cache_prepopulate(void *ctx, char *const *refs, size_t n, struct mv_cache_in
 		      struct mv_error **err);
 int cache_get(void *ctx, struct mv_cache_info *out, struct mv_error **err);
 
+/* guard_detect.c: detection of attackers and the policy's responses. */
+void detect_init(struct vmmgr *m);
+void detect_fini(struct vmmgr *m);
+/* Lock held. n fresh cross-VM breaks of vm's fused pages at at_ms[]
+ * (mv_now_ns() / 1e6; sorted here), sharing with victim_key, e.g. gpa. */
+void detect_breaks(struct vmmgr *m, struct dvm *vm, uint64_t *at_ms, uint32_t n,
+		   uint64_t victim_key, uint64_t gpa);
+uint32_t detect_fresh_ms(struct vmmgr *m);
+/* Lock held, from the guard's check: the pages other VMs share with sensitive
+ * ranges (begin, one call per page, end). */
+void detect_watch_begin(struct vmmgr *m);
+void detect_watch(struct vmmgr *m, uint64_t other_key, uint64_t other_gpa, uint64_t owner_key,
+		  uint64_t owner_gpa);
+void detect_watch_end(struct vmmgr *m);
+void detect_deny_check(struct vmmgr *m, const struct mv_guard_range *rs, size_t n);
+/* Lock held, every fusion tick: ends a trapped window, arms the next. */
+void detect_sample_tick(struct vmmgr *m);
+/* Lock held: applies the queued responses. */
+void detect_respond(struct vmmgr *m);
+void detect_metrics(struct vmmgr *m, FILE *f);
+/* API backend (take the lock). */
+int detect_events(void *ctx, struct mv_guard_event_info **out, size_t *n, struct mv_error **err);
+int detect_policy_get(void *ctx, struct mv_guard_policy *out, struct mv_error **err);
+int detect_policy_set(void *ctx, const struct mv_guard_policy *in, struct mv_error **err);
 /* metrics.c */
 char *metrics_render(struct vmmgr *m);
 

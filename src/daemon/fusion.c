@@ -17,6 +17,7 @@
 #include "daemon_i.h"
 
 #define TICK_MS 100
+#define SAMPLE_MS 10
 #define CALL_MS 10000
 #define UNFUSE_MS 60000
 #define WANT_MAP_COUNT 1048576ULL
@@ -50,7 +51,7 @@ static uint64_t map_count_limit(void)
 
 static bool eligible(const struct dvm *vm)
 {
-	return vm->info.fusion && vm->ctl >= 0 && vm->mem.n > 0 &&
+	return vm->info.fusion && !vm->info.fusion_excluded && vm->ctl >= 0 && vm->mem.n > 0 &&
 	       (vm->info.state == MV_VM_RUNNING || vm->info.state == MV_VM_PAUSED);
 }
 
@@ -97,8 +98,22 @@ static int fuse_call(struct vmmgr *m, struct dvm *vm, const struct mv_fusion_mer
 		mv_fusion_commit(m->fusion, &e[i], out.result[i] == MV_FUSE_DONE);
 	for (uint32_t i = out.n; i < n; i++)
 		mv_fusion_commit(m->fusion, &e[i], false);
-	for (uint32_t i = 0; i < out.nbroken; i++)
-		mv_fusion_broken(m->fusion, vm->fkey, out.broken[i]);
+	/* The write-probe signal: breaks of pages shared with another tenant's
+	 * sensitive page, fused shortly before, at the times the VMM saw them. */
+	static uint64_t at[MV_CTL_BROKEN_MAX];
+	uint32_t fresh = 0, fresh_ms = detect_fresh_ms(m);
+	uint64_t victim = 0, gpa = 0, now = mv_now_ns() / 1000000;
+	for (uint32_t i = 0; i < out.nbroken; i++) {
+		uint64_t owner = out.age_ms[i] < fresh_ms && out.ago_ms[i] <= now
+				 ? guard_sensitive_sharer(m, vm->fkey, out.broken[i]) : 0;
+		(void)mv_fusion_broken(m->fusion, vm->fkey, out.broken[i], NULL);
+		if (owner) {
+			at[fresh++] = now - out.ago_ms[i];
+			victim = owner;
+			gpa = out.broken[i];
+		}
+	}
+	detect_breaks(m, vm, at, fresh, victim, gpa);
 	vm->info.fused_pages = out.fused;
 	vm->info.cow_breaks = out.cow_breaks;
 	return out.more ? 1 : 0;
@@ -156,6 +171,26 @@ static void attach_all(struct vmmgr *m)
 	}
 }
 
+/* The guard's sampled windows, collected every SAMPLE_MS on a thread of
+ * their own: a scan tick (lock released) may take most of TICK_MS, and the
+ * detection latency target is under 100 ms. */
+static void *sample_main(void *arg)
+{
+	struct vmmgr *m = arg;
+	pthread_mutex_lock(&m->lock);
+	while (!m->fusion_quit) {
+		struct timespec ts;
+		mv_deadline_ms(&ts, CLOCK_REALTIME, SAMPLE_MS);
+		pthread_cond_timedwait(&m->quit_cv, &m->lock, &ts);
+		if (m->fusion_quit)
+			break;
+		detect_sample_tick(m);
+		detect_respond(m);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return NULL;
+}
+
 static void *fusion_main(void *arg)
 {
 	struct vmmgr *m = arg;
@@ -183,10 +218,20 @@ static void *fusion_main(void *arg)
 				;
 			apply(m, props + i, j - i);
 		}
+		detect_respond(m);
 	}
 	pthread_mutex_unlock(&m->lock);
 	free(props);
 	return NULL;
+}
+
+static void fusion_stop_thread(struct vmmgr *m)
+{
+	pthread_mutex_lock(&m->lock);
+	m->fusion_quit = true;
+	pthread_cond_broadcast(&m->quit_cv);
+	pthread_mutex_unlock(&m->lock);
+	pthread_join(m->fusion_thread, NULL);
 }
 
 int fusion_start(struct vmmgr *m, struct mv_error **err)
@@ -210,6 +255,13 @@ int fusion_start(struct vmmgr *m, struct mv_error **err)
 		m->fusion = NULL;
 		return mv_err(err, r, "fusion thread: %s", strerror(-r));
 	}
+	r = -pthread_create(&m->sample_thread, NULL, sample_main, m);
+	if (r < 0) {
+		fusion_stop_thread(m);
+		mv_fusion_destroy(m->fusion);
+		m->fusion = NULL;
+		return mv_err(err, r, "guard sampling thread: %s", strerror(-r));
+	}
 	m->fusion_running = true;
 	mv_log(MV_LOG_INFO, "fusion: scanning up to %llu pages/s, %llu fused pages per VM at most",
 	       (unsigned long long)m->cfg.fusion_rate, (unsigned long long)cfg.max_fused_per_vm);
@@ -220,11 +272,8 @@ void fusion_stop(struct vmmgr *m)
 {
 	if (!m->fusion_running)
 		return;
-	pthread_mutex_lock(&m->lock);
-	m->fusion_quit = true;
-	pthread_cond_broadcast(&m->quit_cv);
-	pthread_mutex_unlock(&m->lock);
-	pthread_join(m->fusion_thread, NULL);
+	fusion_stop_thread(m);
+	pthread_join(m->sample_thread, NULL);
 	m->fusion_running = false;
 }
 

@@ -350,6 +350,66 @@ static bool seen(const struct mv_guard_finding *v, size_t n, const struct mv_gua
 	return false;
 }
 
+struct sens_ctx {
+	struct vmmgr *m;
+	uint64_t self, owner;
+};
+
+static void sens_sharer(uint64_t key, uint64_t gpa, void *arg)
+{
+	struct sens_ctx *c = arg;
+	struct guard *gd = c->m->guard;
+	if (key == c->self || c->owner)
+		return;
+	for (size_t i = 0; i < gd->n; i++) {
+		const struct grange *g = &gd->r[i];
+		if (gpa >= g->gpa && gpa - g->gpa < g->len) {
+			struct dvm *vm = by_id(c->m, g->vm_id);
+			if (vm && vm->fkey == key) {
+				c->owner = key;
+				return;
+			}
+		}
+	}
+}
+
+uint64_t guard_sensitive_sharer(struct vmmgr *m, uint64_t key, uint64_t gpa)
+{
+	uint64_t off;
+	struct sens_ctx c = {m, key, 0};
+	if (m->guard && m->guard->n && m->fusion && mv_fusion_lookup(m->fusion, key, gpa, &off) == 0)
+		mv_fusion_sharers(m->fusion, off, sens_sharer, &c);
+	return c.owner;
+}
+
+struct watch_ctx {
+	struct vmmgr *m;
+	uint64_t owner, gpa;
+};
+
+static void watch_sharer(uint64_t key, uint64_t gpa, void *arg)
+{
+	struct watch_ctx *c = arg;
+	if (key != c->owner)
+		detect_watch(c->m, key, gpa, c->owner, c->gpa);
+}
+
+/* Tells detection which pages of other VMs are fused with protected pages:
+ * their accesses get sampled. */
+static void watch_fused(struct vmmgr *m, const struct mv_guard_range *rs, size_t n)
+{
+	detect_watch_begin(m);
+	for (size_t i = 0; m->fusion && i < n; i++) {
+		for (size_t j = 0; rs[i].key && j < rs[i].n; j++) {
+			uint64_t off;
+			struct watch_ctx c = {m, rs[i].key, rs[i].pages[j].gpa};
+			if (mv_fusion_lookup(m->fusion, rs[i].key, c.gpa, &off) == 0)
+				mv_fusion_sharers(m->fusion, off, watch_sharer, &c);
+		}
+	}
+	detect_watch_end(m);
+}
+
 /* Lock held: one co-residency check over every range. */
 static int check(struct vmmgr *m, struct mv_error **err)
 {
@@ -373,6 +433,8 @@ static int check(struct vmmgr *m, struct mv_error **err)
 	for (size_t i = 0; gd->n && i < m->nvms; i++)
 		if (live(m->vms[i]))
 			gather_vm(gd, m->vms[i]);
+	watch_fused(m, rs, gd->n);
+	detect_deny_check(m, rs, gd->n);
 	struct mv_guard_finding *f = NULL;
 	size_t nf = 0;
 	int r = mv_guard_check(&gd->cfg, rs, gd->n, gd->others, gd->nothers, m->fusion, &f, &nf, err);
@@ -400,7 +462,11 @@ static int check(struct vmmgr *m, struct mv_error **err)
 
 void guard_tick(struct vmmgr *m)
 {
-	if (!m->guard || m->guard->n == 0)
+	if (m->guard && m->guard->n == 0) {
+		watch_fused(m, NULL, 0);   /* no range: nothing to sample */
+		return;
+	}
+	if (!m->guard)
 		return;
 	struct mv_error *e = NULL;
 	int r = check(m, &e);

@@ -63,6 +63,7 @@ char *metrics_render(struct vmmgr *m)
 	}
 	fusion_metrics(m, f);
 	guard_metrics(m, f);
+	detect_metrics(m, f);
 	pthread_mutex_unlock(&m->lock);
 	ctr_metrics(m, f);
 	fclose(f);

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "memvisor/api.h"
+#include "memvisor/util.h"
 #include "daemon_i.h"
 
 static const char schema[] =
@@ -16,7 +18,10 @@ static const char schema[] =
 	" wl_rate INTEGER NOT NULL, wl_put_pct INTEGER NOT NULL, wl_hot_pct INTEGER NOT NULL,"
 	" state INTEGER NOT NULL, pid INTEGER NOT NULL, created_at INTEGER NOT NULL,"
 	" exit_code INTEGER NOT NULL, exit_signal INTEGER NOT NULL, exit_reason TEXT NOT NULL,"
-	" vmm_gen INTEGER NOT NULL, fusion INTEGER NOT NULL DEFAULT 0);";
+	" vmm_gen INTEGER NOT NULL, fusion INTEGER NOT NULL DEFAULT 0);"
+	/* The guard policy, as GET /v1/guard/policy shows it (one row). */
+	"CREATE TABLE IF NOT EXISTS guard_policy(id INTEGER PRIMARY KEY CHECK(id = 1),"
+	" json TEXT NOT NULL);";
 /* Version 1 databases lack the fusion column; adding it twice fails harmlessly. */
 static const char upgrade_v2[] =
 	"ALTER TABLE vms ADD COLUMN fusion INTEGER NOT NULL DEFAULT 0;";
@@ -169,4 +174,54 @@ int state_load(struct vmmgr *m, struct mv_vm_info **out, size_t *n, struct mv_er
 		return mv_err(err, -EIO, "state: %s", sqlite3_errmsg(m->db));
 	}
 	return 0;
+}
+
+int state_policy_save(struct vmmgr *m, const struct mv_guard_policy *p)
+{
+	char *json = mv_api_encode_guard_policy(p);
+	sqlite3_stmt *s = NULL;
+	int rc = SQLITE_ERROR;
+	if (json && sqlite3_prepare_v2(m->db, "INSERT OR REPLACE INTO guard_policy(id, json) "
+				       "VALUES(1, ?)", -1, &s, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(s, 1, json, -1, SQLITE_TRANSIENT);
+		rc = sqlite3_step(s);
+	}
+	sqlite3_finalize(s);
+	free(json);
+	if (rc != SQLITE_DONE) {
+		mv_log(MV_LOG_ERROR, "state: save guard policy: %s", sqlite3_errmsg(m->db));
+		return -EIO;
+	}
+	return 0;
+}
+
+/* The saved policy over the defaults in *p; 0 when none was saved. A row
+ * that no longer decodes (or validates) is reported and ignored. */
+int state_policy_load(struct vmmgr *m, struct mv_guard_policy *p)
+{
+	sqlite3_stmt *s = NULL;
+	int r = 0;
+	if (sqlite3_prepare_v2(m->db, "SELECT json FROM guard_policy WHERE id = 1", -1, &s,
+			       NULL) != SQLITE_OK) {
+		mv_log(MV_LOG_ERROR, "state: load guard policy: %s", sqlite3_errmsg(m->db));
+		return -EIO;
+	}
+	if (sqlite3_step(s) == SQLITE_ROW) {
+		const char *json = (const char *)sqlite3_column_text(s, 0);
+		struct mv_guard_policy n = *p;
+		struct mv_error *err = NULL;
+		r = json ? mv_api_decode_guard_policy(json, strlen(json), &n, &err) : -EINVAL;
+		if (r == 0)
+			r = mv_guard_policy_check(&n, &err);
+		if (r == 0) {
+			*p = n;
+			r = 1;
+		} else {
+			mv_log(MV_LOG_ERROR, "state: saved guard policy ignored: %s",
+			       mv_error_msg(err, r));
+		}
+		mv_error_free(err);
+	}
+	sqlite3_finalize(s);
+	return r;
 }

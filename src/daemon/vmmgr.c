@@ -275,7 +275,7 @@ static int need_live(struct dvm *vm, struct mv_error **err)
 }
 
 /* Asks the VMM to stop and waits for its monitor to record the exit. */
-static int stop_vm(struct vmmgr *m, struct dvm *vm, struct mv_error **err)
+int vmmgr_stop_vm(struct vmmgr *m, struct dvm *vm, struct mv_error **err)
 {
 	struct mv_ctl_msg reply;
 	vm->stop_requested = true;
@@ -323,7 +323,7 @@ static int vm_action(void *ctx, const char *ref, enum mv_vm_action a, struct mv_
 			vm->info.state = MV_VM_RUNNING;
 		break;
 	case MV_VM_STOP:
-		r = stop_vm(m, vm, err);
+		r = vmmgr_stop_vm(m, vm, err);
 		break;
 	}
 	if (r == 0) {
@@ -372,7 +372,7 @@ static int vm_delete(void *ctx, const char *ref, bool force, struct mv_error **e
 			r = mv_err(err, -EBUSY, "VM %s is %s; stop it first or delete with force",
 				   vm->info.name, mv_vm_state_name(vm->info.state));
 		else
-			r = stop_vm(m, vm, err);
+			r = vmmgr_stop_vm(m, vm, err);
 	}
 	if (r == 0) {
 		vm_dir_clean(vm->dir);
@@ -498,6 +498,8 @@ const struct mv_api_backend vmmgr_backend = {
 	.image_remove = image_remove, .cache_prepopulate = cache_prepopulate, .cache_get = cache_get,
 	.ctr_create = ctr_create, .ctr_list = ctr_list, .ctr_get = ctr_get, .ctr_stop = ctr_stop,
 	.ctr_delete = ctr_delete, .ctr_logs = ctr_logs,
+	.guard_events = detect_events, .guard_policy_get = detect_policy_get,
+	.guard_policy_set = detect_policy_set,
 };
 
 /* Re-adopts a VM whose VMM kept running while the daemon was down: reconnect,
@@ -559,6 +561,7 @@ int vmmgr_init(struct vmmgr *m, const struct daemon_cfg *cfg, struct mv_error **
 	r = state_open(m, err);
 	if (r < 0)
 		return r;
+	detect_init(m);
 	r = guard_init(m, err);
 	if (r < 0)
 		return r;
@@ -583,5 +586,6 @@ void vmmgr_fini(struct vmmgr *m)
 		vmmgr_vm_free(m, m->vms[m->nvms - 1]);
 	free(m->vms);
 	guard_fini(m);
+	detect_fini(m);
 	state_close(m);
 }

@@ -52,6 +52,8 @@ void watch_refresh(struct vmmgr *m, struct dvm *vm)
 	static struct mv_ctl_status st;   /* watcher thread only */
 	memcpy(&st, reply.payload, sizeof(st));
 	vm->info.ops_done = st.ops_done;
+	memcpy(vm->info.wl_aux, st.wl_aux, sizeof(vm->info.wl_aux));
+	vm->info.throttle_pct = st.throttle_pct;
 	vm->info.dirty_pages_total = st.dirty_pages_total;
 	vm->info.dirty_rate = (double)st.dirty_rate_milli / 1000.0;
 	snprintf(vm->info.dirty_backend, sizeof(vm->info.dirty_backend), "%s", st.dirty_backend);
@@ -85,8 +87,10 @@ static void *watch_main(void *arg)
 			if (tick % STATS_EVERY == 0 || vm->info.state == MV_VM_MIGRATING)
 				watch_refresh(m, vm);
 		}
-		if (tick % STATS_EVERY == 0)
+		if (tick % STATS_EVERY == 0) {
 			guard_tick(m);
+			detect_respond(m);
+		}
 		tick++;
 		struct timespec ts;
 		mv_deadline_ms(&ts, CLOCK_REALTIME, TICK_MS);
@@ -105,7 +109,7 @@ void watch_stop(struct vmmgr *m)
 {
 	pthread_mutex_lock(&m->lock);
 	m->quit = true;
-	pthread_cond_signal(&m->quit_cv);
+	pthread_cond_broadcast(&m->quit_cv);   /* the fusion threads wait on it too */
 	pthread_mutex_unlock(&m->lock);
 	pthread_join(m->watcher, NULL);
 }

@@ -518,15 +518,25 @@ void mv_fusion_commit(struct mv_fusion *f, const struct mv_fusion_merge *m, bool
 	pthread_mutex_unlock(&f->lock);
 }
 
-void mv_fusion_broken(struct mv_fusion *f, uint64_t key, uint64_t gpa)
+size_t mv_fusion_broken(struct mv_fusion *f, uint64_t key, uint64_t gpa, uint64_t *other)
 {
+	size_t n = 0;
 	pthread_mutex_lock(&f->lock);
 	uint32_t i;
 	if (find_map(f, key, gpa, &i) == 0) {
+		for (uint32_t j = f->pool[f->maps[i].pool].head; j != NONE; j = f->maps[j].next) {
+			uint64_t k = f->vms[f->maps[j].vm]->key;
+			if (k != key && f->maps[j].confirmed) {
+				if (other && n == 0)
+					*other = k;
+				n++;
+			}
+		}
 		map_remove(f, i);
 		f->st.cow_breaks++;
 	}
 	pthread_mutex_unlock(&f->lock);
+	return n;
 }
 
 void mv_fusion_get_stats(struct mv_fusion *f, struct mv_fusion_stats *out)
@@ -543,6 +553,17 @@ int mv_fusion_lookup(struct mv_fusion *f, uint64_t key, uint64_t gpa, uint64_t *
 	int r = find_map(f, key, gpa, &i);
 	if (r == 0)
 		*pool_off = (uint64_t)f->maps[i].pool * PS;
+	pthread_mutex_unlock(&f->lock);
+	return r;
+}
+
+int mv_fusion_find_hash(struct mv_fusion *f, uint64_t xxh3, uint64_t *pool_off)
+{
+	pthread_mutex_lock(&f->lock);
+	uint64_t x;
+	int r = u64map_get(&f->stable, xxh3, &x) ? 0 : -ENOENT;
+	if (r == 0)
+		*pool_off = x * PS;
 	pthread_mutex_unlock(&f->lock);
 	return r;
 }

@@ -30,6 +30,7 @@ struct mv_vcpu {
 	pthread_t th;
 	struct mv_wl_state st;
 	uint64_t ops;    /* mirror of st.ops_done for stats; __atomic */
+	uint64_t aux[4]; /* mirror of st.aux (workload results); __atomic */
 	int error;       /* backend failure; the vCPU stays parked */
 	bool parked;
 };
@@ -92,6 +93,8 @@ static int run_until_paused(struct mv_vcpu *c)
 		if (r < 0)
 			return (int)r;
 		__atomic_store_n(&c->ops, c->st.ops_done, __ATOMIC_RELAXED);
+		for (int k = 0; k < 4; k++)
+			__atomic_store_n(&c->aux[k], c->st.aux[k], __ATOMIC_RELAXED);
 		if (r == 0)
 			return RUN_IDLE;
 		now = mv_now_ns();
@@ -208,6 +211,7 @@ int mv_vcpus_start(struct mv_guest_mem *m, const struct mv_exec_backend *be,
 		v->c[i].v = v;
 		v->c[i].st = states[i];
 		v->c[i].ops = states[i].ops_done;
+		memcpy(v->c[i].aux, states[i].aux, sizeof(v->c[i].aux));
 		r = -pthread_create(&v->c[i].th, NULL, vcpu_main, &v->c[i]);
 		if (r < 0)
 			break;
@@ -292,8 +296,11 @@ void mv_vcpus_get_states(struct mv_vcpus *v, struct mv_wl_state *states)
 void mv_vcpus_get_stats(struct mv_vcpus *v, struct mv_vcpus_stats *out)
 {
 	memset(out, 0, sizeof(*out));
-	for (uint32_t i = 0; i < v->n; i++)
+	for (uint32_t i = 0; i < v->n; i++) {
 		out->ops_done += __atomic_load_n(&v->c[i].ops, __ATOMIC_RELAXED);
+		for (int k = 0; k < 4; k++)
+			out->aux[k] += __atomic_load_n(&v->c[i].aux[k], __ATOMIC_RELAXED);
+	}
 	pthread_mutex_lock(&v->lock);
 	out->running = v->n - v->nparked;
 	pthread_mutex_unlock(&v->lock);

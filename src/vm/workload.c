@@ -8,7 +8,8 @@
 #include "prng.h"
 #include "vm_i.h"
 
-static const char *const kind_names[MV_WL__COUNT] = {"idle", "memtouch", "kvstore"};
+static const char *const kind_names[MV_WL__COUNT] = {"idle", "memtouch", "kvstore",
+								"secret", "writeprobe", "flushreload"};
 static const char *const pattern_names[MV_PAT__COUNT] = {"seq", "random", "hotcold"};
 
 const struct mv_wl_ops *mv_wl_ops_of(uint32_t kind)
@@ -20,6 +21,12 @@ const struct mv_wl_ops *mv_wl_ops_of(uint32_t kind)
 		return &mv_wl_memtouch_ops;
 	case MV_WL_KVSTORE:
 		return &mv_wl_kvstore_ops;
+	case MV_WL_SECRET:
+		return &mv_wl_secret_ops;
+	case MV_WL_WRITEPROBE:
+		return &mv_wl_writeprobe_ops;
+	case MV_WL_FLUSHRELOAD:
+		return &mv_wl_flushreload_ops;
 	default:
 		return NULL;
 	}
@@ -61,7 +68,7 @@ int mv_wl_params_validate(const struct mv_wl_params *p, uint64_t ram_size, uint3
 				    MV_MAX_VCPUS, nvcpus);
 	if (p->kind >= MV_WL__COUNT)
 		return mv_err_field(err, -EINVAL, "workload.kind",
-				    "unknown workload kind %u (idle, memtouch, kvstore)", p->kind);
+				    "unknown workload kind %u (idle, memtouch, kvstore, secret, writeprobe, flushreload)", p->kind);
 	if (p->kind == MV_WL_IDLE)
 		return 0;
 	if (p->pattern >= MV_PAT__COUNT)
@@ -81,6 +88,15 @@ int mv_wl_params_validate(const struct mv_wl_params *p, uint64_t ram_size, uint3
 		return mv_err_field(err, -EINVAL, "workload.rate",
 				    "rate %llu/s is below one op/s per vCPU (%u); use 0 for unlimited",
 				    (unsigned long long)p->rate, nvcpus);
+	/* The attack workloads pace themselves (rounds), and need a few pages. */
+	bool attack = p->kind >= MV_WL_SECRET;
+	if (attack && p->rate != 0)
+		return mv_err_field(err, -EINVAL, "workload.rate",
+				    "%s runs in rounds of its own; rate must be 0", kind_names[p->kind]);
+	if (attack && (nvcpus != 1 || p->wss_bytes < 4 * MV_WL_PAGE))
+		return mv_err_field(err, -EINVAL, "workload.wss",
+				    "%s needs 1 vCPU and at least 4 pages of working set",
+				    kind_names[p->kind]);
 	if (p->put_pct > 100)
 		return mv_err_field(err, -EINVAL, "workload.put_pct",
 				    "put_pct %u is over 100", p->put_pct);

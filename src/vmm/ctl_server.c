@@ -114,6 +114,25 @@ static int handle(struct vmm *v, int c, struct mv_ctl_msg *req)
 		reply(c, req, r, &out, sizeof(out), NULL, 0);
 		return 0;
 	}
+	case MV_CTL_SAMPLE: {
+		static struct mv_ctl_sample sreq;
+		static struct mv_ctl_sample_reply out;
+		memcpy(&sreq, req->payload, sizeof(sreq));
+		r = v->ready ? vmm_fusion_sample(v, &sreq, &out) : -ENODEV;
+		reply(c, req, r, &out, sizeof(out), NULL, 0);
+		return 0;
+	}
+	case MV_CTL_THROTTLE: {
+		struct mv_ctl_throttle t;
+		memcpy(&t, req->payload, sizeof(t));
+		r = v->ready && v->vcpus ? 0 : -ENODEV;
+		if (r == 0) {
+			mv_vcpus_set_throttle(v->vcpus, t.pct);
+			mv_log(MV_LOG_INFO, "vCPUs throttled to %u%%", 100 - t.pct);
+		}
+		reply(c, req, r, NULL, 0, NULL, 0);
+		return 0;
+	}
 	case MV_CTL_MIGRATE_CANCEL:
 		vmm_migrate_cancel(v);
 		reply(c, req, 0, NULL, 0, NULL, 0);

@@ -11,8 +11,14 @@
  * Faults that are not on a fused page go to the previous handler (ASan's, or
  * the default), so real crashes still crash. UNFUSE copies every fused page
  * back (before a hand-over or an outgoing migration, whose readers see only
- * the memfds). */
+ * the memfds). For the side-channel guard: each page remembers when it was
+ * fused and when a write broke it (the write-probe signal rides on FUSE
+ * replies), and SAMPLE watches chosen fused pages in short windows run by a
+ * timer thread here (state TRAP, mapping PROT_NONE: the first access in a
+ * window faults, is counted and gets read access back at once, so the guest
+ * only sees a slow access); the daemon collects the windows on a short poll. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -21,13 +27,14 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <fcntl.h>
+#include <time.h>
 #include <unistd.h>
 #include "memvisor/util.h"
 #include "vmm_i.h"
 
 #define PS MV_PAGE_SIZE
 
-enum { ST_NONE = 0, ST_FUSED, ST_BUSY };
+enum { ST_NONE = 0, ST_FUSED, ST_BUSY, ST_TRAP };
 
 struct fregion {
 	uint8_t *hva;
@@ -35,6 +42,9 @@ struct fregion {
 	int fd;                      /* the mapping's memfd (owned by the guest memory) */
 	_Atomic uint8_t *state;      /* per page; NULL for hugetlb regions */
 	_Atomic uint64_t *broken;    /* per page: COW-broken since the last FUSE reply */
+	_Atomic uint64_t *touched;   /* per page: accessed while trapped (SAMPLE) */
+	uint32_t *fused_ms;          /* per page: when it was fused (ms since t0) */
+	_Atomic uint32_t *broke_ms;  /* per page: when a guest write broke it */
 };
 
 struct vmm_fusion {
@@ -44,6 +54,20 @@ struct vmm_fusion {
 	struct fregion r[MV_MEM_MAX_REGIONS];
 	_Atomic(struct mv_dirty_log *) log;
 	atomic_uint_fast64_t fused, cow_breaks, pending_broken;
+	uint64_t t0;                 /* CLOCK_MONOTONIC ns the stamps count from */
+	/* SAMPLE: the watched pages and the thread running their windows */
+	pthread_mutex_t tlock;
+	pthread_cond_t tcv;          /* CLOCK_MONOTONIC */
+	pthread_t tthread;
+	bool trunning, tquit;
+	uint32_t window_us, ntraps;
+	uint64_t tcpu;               /* process CPU time at the last window's end */
+	struct trap {
+		uint64_t gpa;
+		uint64_t bits;       /* touched per ended window, newest in bit 0 */
+		uint8_t nwin;        /* windows ended since the last SAMPLE reply */
+		bool armed;          /* trapped for the running window */
+	} traps[MV_CTL_SAMPLE_MAX];
 	uint8_t cmp[PS];
 };
 
@@ -73,6 +97,14 @@ static void chain(int sig, siginfo_t *si, void *uc)
 
 /* Copies fused page p of r back into the guest memfd and maps it read-write.
  * The caller holds the page's BUSY state; async-signal-safe. */
+static uint32_t now_ms(const struct vmm_fusion *f)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);   /* async-signal-safe */
+	uint64_t ns = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+	return (uint32_t)((ns - f->t0) / 1000000);
+}
+
 static bool cow(struct vmm_fusion *f, struct fregion *r, uint64_t p, bool guest)
 {
 	uint8_t *hva = r->hva + p * PS;
@@ -82,6 +114,7 @@ static bool cow(struct vmm_fusion *f, struct fregion *r, uint64_t p, bool guest)
 		 (off_t)(p * PS)) == MAP_FAILED)
 		return false;
 	(void)mv_dirty_rearm_range(atomic_load_explicit(&f->log, memory_order_acquire), hva, PS);
+	atomic_store_explicit(&r->broke_ms[p], now_ms(f), memory_order_relaxed);
 	atomic_fetch_or(&r->broken[p / 64], 1ULL << (p % 64));
 	atomic_fetch_add(&f->pending_broken, 1);
 	atomic_fetch_sub(&f->fused, 1);
@@ -118,6 +151,17 @@ static bool fault(struct vmm_fusion *f, const void *addr)
 			sched_yield();
 			continue;
 		}
+		if (s == ST_TRAP) {
+			/* A sampled access: count it, give read access back at once. */
+			uint8_t t = ST_TRAP;
+			if (!atomic_compare_exchange_strong(&r->state[p], &t, ST_BUSY))
+				continue;
+			bool ok = mprotect(r->hva + p * PS, PS, PROT_READ) == 0;
+			atomic_fetch_or(&r->touched[p / 64], 1ULL << (p % 64));
+			atomic_store_explicit(&r->state[p], ok ? ST_FUSED : ST_TRAP,
+					      memory_order_release);
+			return ok;
+		}
 		uint8_t want = ST_FUSED;
 		if (atomic_compare_exchange_strong(&r->state[p], &want, ST_BUSY)) {
 			if (cow(f, r, p, true))
@@ -151,6 +195,13 @@ static struct vmm_fusion *fusion_new(struct vmm *v)
 	if (!f)
 		abort();
 	f->pool_fd = -1;
+	f->t0 = mv_now_ns();
+	pthread_mutex_init(&f->tlock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&f->tcv, &ca);
+	pthread_condattr_destroy(&ca);
 	f->n = mv_guest_mem_nregions(v->mem);
 	for (unsigned i = 0; i < f->n; i++) {
 		const struct mv_mem_region *mr = mv_guest_mem_region(v->mem, i);
@@ -161,23 +212,34 @@ static struct vmm_fusion *fusion_new(struct vmm *v)
 		uint64_t np = mr->size / PS;
 		r->state = calloc(np, 1);
 		r->broken = calloc((np + 63) / 64, sizeof(uint64_t));
-		if (!r->state || !r->broken)
+		r->touched = calloc((np + 63) / 64, sizeof(uint64_t));
+		r->fused_ms = calloc(np, sizeof(uint32_t));
+		r->broke_ms = calloc(np, sizeof(uint32_t));
+		if (!r->state || !r->broken || !r->touched || !r->fused_ms || !r->broke_ms)
 			abort();
 	}
 	atomic_store_explicit(&f->log, v->dirty, memory_order_release);
 	return f;
 }
 
+static struct fregion *region_of_gpa(struct vmm_fusion *f, uint64_t gpa, uint64_t *page)
+{
+	for (unsigned i = 0; i < f->n; i++) {
+		struct fregion *r = &f->r[i];
+		if (r->state && gpa >= r->gpa && gpa - r->gpa < r->size) {
+			*page = (gpa - r->gpa) / PS;
+			return r;
+		}
+	}
+	return NULL;
+}
+
 static uint8_t fuse_one(struct vmm_fusion *f, uint64_t gpa, uint64_t pool_off)
 {
 	uint64_t p = 0;
-	struct fregion *r = NULL;
-	for (unsigned i = 0; i < f->n && !r; i++)
-		if (f->r[i].state && gpa >= f->r[i].gpa && gpa - f->r[i].gpa < f->r[i].size)
-			r = &f->r[i];
+	struct fregion *r = region_of_gpa(f, gpa, &p);
 	if (!r || pool_off + PS > f->pool_size)
 		return MV_FUSE_SKIP;
-	p = (gpa - r->gpa) / PS;
 	uint8_t want = ST_NONE;
 	if (!atomic_compare_exchange_strong(&r->state[p], &want, ST_BUSY))
 		return MV_FUSE_SKIP;
@@ -193,6 +255,7 @@ static uint8_t fuse_one(struct vmm_fusion *f, uint64_t gpa, uint64_t pool_off)
 	/* The guest reads the pool page now: free the private copy. */
 	(void)fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(p * PS), PS);
 	atomic_fetch_add(&f->fused, 1);
+	r->fused_ms[p] = now_ms(f);
 	atomic_store_explicit(&r->state[p], ST_FUSED, memory_order_release);
 	return MV_FUSE_DONE;
 miss:
@@ -206,6 +269,7 @@ static void collect_broken(struct vmm_fusion *f, struct mv_ctl_fuse_reply *out)
 {
 	if (!atomic_load(&f->pending_broken))
 		return;
+	uint32_t now = now_ms(f);
 	for (unsigned i = 0; i < f->n; i++) {
 		struct fregion *r = &f->r[i];
 		uint64_t words = r->broken ? (r->size / PS + 63) / 64 : 0;
@@ -221,7 +285,11 @@ static void collect_broken(struct vmm_fusion *f, struct mv_ctl_fuse_reply *out)
 				}
 				unsigned b = (unsigned)__builtin_ctzll(bits);
 				bits &= bits - 1;
-				out->broken[out->nbroken++] = r->gpa + (w * 64 + b) * PS;
+				uint64_t p = w * 64 + b;
+				uint32_t at = atomic_load_explicit(&r->broke_ms[p], memory_order_relaxed);
+				out->age_ms[out->nbroken] = at - r->fused_ms[p];
+				out->ago_ms[out->nbroken] = now - at;
+				out->broken[out->nbroken++] = r->gpa + p * PS;
 				atomic_fetch_sub(&f->pending_broken, 1);
 			}
 		}
@@ -281,12 +349,164 @@ fail:
 	return r;
 }
 
+/* Arms a trap on a fused page: PROT_NONE, state TRAP. A page still trapped
+ * (untouched in the last window) stays armed without a syscall. */
+static bool arm(struct vmm_fusion *f, uint64_t gpa)
+{
+	uint64_t p;
+	struct fregion *r = region_of_gpa(f, gpa, &p);
+	if (!r)
+		return false;
+	uint8_t want = ST_FUSED;
+	if (!atomic_compare_exchange_strong(&r->state[p], &want, ST_BUSY))
+		return want == ST_TRAP;
+	atomic_fetch_and(&r->touched[p / 64], ~(1ULL << (p % 64)));
+	bool ok = mprotect(r->hva + p * PS, PS, PROT_NONE) == 0;
+	atomic_store_explicit(&r->state[p], ok ? ST_TRAP : ST_FUSED, memory_order_release);
+	return ok;
+}
+
+/* Ends a trap: read access back, FUSED again (unless a fault already did). */
+static void untrap(struct vmm_fusion *f, uint64_t gpa)
+{
+	uint64_t p;
+	struct fregion *r = region_of_gpa(f, gpa, &p);
+	uint8_t want = ST_TRAP;
+	if (!r || !atomic_compare_exchange_strong(&r->state[p], &want, ST_BUSY))
+		return;
+	bool ok = mprotect(r->hva + p * PS, PS, PROT_READ) == 0;
+	atomic_store_explicit(&r->state[p], ok ? ST_FUSED : ST_TRAP, memory_order_release);
+}
+
+/* Was the page touched in the window that ends now? -1: not known yet (a
+ * vCPU is in the handler, or a copy is under way): never wait for it with
+ * tlock held, the control thread may need tlock next. */
+static int touched(struct vmm_fusion *f, uint64_t gpa)
+{
+	uint64_t p;
+	struct fregion *r = region_of_gpa(f, gpa, &p);
+	if (!r)
+		return 0;
+	if (atomic_load_explicit(&r->state[p], memory_order_acquire) == ST_BUSY)
+		return -1;
+	uint64_t bit = 1ULL << (p % 64);
+	return (atomic_fetch_and(&r->touched[p / 64], ~bit) & bit) != 0;
+}
+
+static uint64_t cpu_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* A window counts when the page was touched, or when the VM ran (this
+ * process used a quarter of a window of CPU) and did not touch it: on a
+ * busy host a vCPU descheduled for a whole window says nothing either way. */
+static void window_end(struct vmm_fusion *f)
+{
+	uint64_t cpu = cpu_ns();
+	bool ran = cpu - f->tcpu >= (uint64_t)f->window_us * 250;
+	f->tcpu = cpu;
+	for (uint32_t i = 0; i < f->ntraps; i++) {
+		struct trap *t = &f->traps[i];
+		if (t->armed) {
+			int hit = touched(f, t->gpa);
+			if (hit < 0)
+				continue;   /* judged at the next window's end */
+			if (hit || ran) {
+				t->bits = t->bits << 1 | (hit ? 1 : 0);
+				if (t->nwin < 64)
+					t->nwin++;
+			}
+		}
+		t->armed = arm(f, t->gpa);
+	}
+}
+
+/* Back-to-back windows while pages are watched: a trap costs a syscall only
+ * when the guest touched the page, so idle pages are nearly free. */
+static void *trap_main(void *arg)
+{
+	struct vmm_fusion *f = arg;
+	pthread_mutex_lock(&f->tlock);
+	while (!f->tquit) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)(f->ntraps ? f->window_us : 100000) * 1000;
+		ts.tv_sec += (time_t)(ns / 1000000000ULL);
+		ts.tv_nsec = (long)(ns % 1000000000ULL);
+		pthread_cond_timedwait(&f->tcv, &f->tlock, &ts);
+		if (!f->tquit && f->ntraps)
+			window_end(f);
+	}
+	pthread_mutex_unlock(&f->tlock);
+	return NULL;
+}
+
+static void untrap_all(struct vmm_fusion *f)
+{
+	pthread_mutex_lock(&f->tlock);
+	for (uint32_t i = 0; i < f->ntraps; i++)
+		untrap(f, f->traps[i].gpa);
+	f->ntraps = 0;
+	pthread_mutex_unlock(&f->tlock);
+}
+
+int vmm_fusion_sample(struct vmm *v, const struct mv_ctl_sample *req, struct mv_ctl_sample_reply *out)
+{
+	memset(out, 0, sizeof(*out));
+	struct vmm_fusion *f = v->fusion;
+	if (!f)
+		return 0;   /* nothing fused yet: nothing to trap */
+	pthread_mutex_lock(&f->tlock);
+	out->window_us = f->window_us;
+	struct trap old[MV_CTL_SAMPLE_MAX];
+	uint32_t nold = f->ntraps;
+	for (uint32_t i = 0; i < nold; i++) {
+		old[i] = f->traps[i];
+		out->gpa[i] = old[i].gpa;
+		out->bits[i] = old[i].bits;
+		out->nwin[i] = old[i].nwin;
+		old[i].nwin = 0;
+	}
+	out->n = nold;
+	f->ntraps = 0;
+	for (uint32_t i = 0; i < req->n && i < MV_CTL_SAMPLE_MAX; i++) {
+		struct trap t = {.gpa = req->gpa[i]};
+		uint32_t j;
+		for (j = 0; j < nold && old[j].gpa != t.gpa; j++)
+			;
+		if (j < nold) {
+			t = old[j];
+			old[j].gpa = UINT64_MAX;   /* kept */
+		} else {
+			t.armed = arm(f, t.gpa);
+		}
+		f->traps[f->ntraps++] = t;
+	}
+	for (uint32_t j = 0; j < nold; j++)
+		if (old[j].gpa != UINT64_MAX)
+			untrap(f, old[j].gpa);
+	if (req->n)
+		f->window_us = req->window_us;
+	int r = 0;
+	if (f->ntraps && !f->trunning) {
+		f->tquit = false;
+		r = -pthread_create(&f->tthread, NULL, trap_main, f);
+		f->trunning = r == 0;
+	}
+	pthread_mutex_unlock(&f->tlock);
+	return r;
+}
+
 int vmm_fusion_unfuse_all(struct vmm *v, struct mv_ctl_unfuse *out)
 {
 	memset(out, 0, sizeof(*out));
 	struct vmm_fusion *f = v->fusion;
 	if (!f)
 		return 0;
+	untrap_all(f);
 	int r = 0;
 	for (unsigned i = 0; i < f->n; i++) {
 		struct fregion *rg = &f->r[i];
@@ -327,10 +547,24 @@ void vmm_fusion_teardown(struct vmm *v)
 	struct vmm_fusion *f = v->fusion;
 	if (!f)
 		return;
+	if (f->trunning) {
+		pthread_mutex_lock(&f->tlock);
+		f->tquit = true;
+		pthread_cond_signal(&f->tcv);
+		pthread_mutex_unlock(&f->tlock);
+		pthread_join(f->tthread, NULL);
+		f->trunning = false;
+	}
+	untrap_all(f);
 	atomic_store_explicit(&g_fusion, NULL, memory_order_release);
+	pthread_mutex_destroy(&f->tlock);
+	pthread_cond_destroy(&f->tcv);
 	for (unsigned i = 0; i < f->n; i++) {
 		free((void *)f->r[i].state);
 		free((void *)f->r[i].broken);
+		free((void *)f->r[i].touched);
+		free(f->r[i].fused_ms);
+		free((void *)f->r[i].broke_ms);
 	}
 	if (f->pool_fd >= 0)
 		close(f->pool_fd);

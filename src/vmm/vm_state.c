@@ -178,6 +178,8 @@ void vmm_status(struct vmm *v, struct mv_ctl_status *out)
 		struct mv_vcpus_stats st;
 		mv_vcpus_get_stats(v->vcpus, &st);
 		out->ops_done = st.ops_done;
+		memcpy(out->wl_aux, st.aux, sizeof(out->wl_aux));
+		out->throttle_pct = (uint32_t)st.throttle_pct;
 	}
 	pthread_mutex_lock(&v->lock);
 	out->dirty_pages_total = v->dirty_total;

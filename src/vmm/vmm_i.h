@@ -83,6 +83,8 @@ int vmm_fusion_fuse(struct vmm *v, const struct mv_ctl_fuse *req, int pool_fd,
 		    struct mv_ctl_fuse_reply *out, struct mv_error **err);
 /* Copies every fused page back into guest RAM; 0 when none is left. */
 int vmm_fusion_unfuse_all(struct vmm *v, struct mv_ctl_unfuse *out);
+/* SAMPLE: ends the trapped window (reports it), arms the next. */
+int vmm_fusion_sample(struct vmm *v, const struct mv_ctl_sample *req, struct mv_ctl_sample_reply *out);
 void vmm_fusion_set_log(struct vmm *v, struct mv_dirty_log *log);
 /* With the vCPUs stopped: frees the fusion state. */
 void vmm_fusion_teardown(struct vmm *v);

@@ -79,9 +79,14 @@ mv metrics | grep -q 'memvisor_guard_events_total{kind="fused"} [1-9]' || fail "
 grep -q "guard: vm g2's data is co-resident (fused)" "$T/daemon.log" || fail "no guard event in the log"
 for vm in g1 g2 g3; do mv vm verify $vm >/dev/null || fail "verify $vm"; done
 
-log "ranges survive a daemon restart"
+log "ranges and the guard policy survive a daemon restart"
+mv guard policy set --action log --sa-windows 16 --deny probe=0011223344556677 >/dev/null ||
+  fail "policy set"
 kill9_daemon
 start_daemon --fusion-rate 200000 --guard-colours 2
+mv guard policy --json | jget "j['action']=='log' and j['sampled_access']['windows']==16 and
+  [d['xxh3'].lower() for d in j['deny']]==['0011223344556677'] and j['detect']" | grep -q True ||
+  fail "guard policy lost across restart: $(mv guard policy --json)"
 [ "$(mv vm sensitive ls g1 --json | jget "len(j['ranges'])")" -eq 1 ] || fail "range lost across restart"
 [ "$(mv guard status --json | jget "j['protected_pages']")" -eq 256 ] || fail "frames not re-resolved"
 

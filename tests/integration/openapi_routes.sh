@@ -51,6 +51,7 @@ while read -r method path; do
     "POST /v1/vms") body='{"name":"r2","memory":"64M","workload":{"kind":"idle"}}' ;;
     "POST /v1/vms/{vm}/migrate") body='{"local":true}' ;;
     "POST /v1/vms/{vm}/sensitive") body='{"gpa":0,"len":4096}' ;;
+    "POST /v1/guard/policy") body='{"detect":true}' ;;
     "POST /v1/upgrade") body="{\"vmm\":\"$MV_BUILD/src/vmm/memvisor-vmm\"}" ;;
     *) body= ;;
   esac

@@ -304,6 +304,34 @@ static int f_ctr_logs(void *ctx, const char *ref, uint64_t offset, uint32_t wait
 	return out->data ? 0 : -ENOMEM;
 }
 
+static int f_events(void *ctx, struct mv_guard_event_info **out, size_t *n, struct mv_error **err)
+{
+	*out = calloc(1, sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	*n = 1;
+	(*out)[0].id = 7;
+	snprintf((*out)[0].suspect, sizeof((*out)[0].suspect), "vm2");
+	snprintf((*out)[0].signal, sizeof((*out)[0].signal), "write_probe");
+	return 0;
+}
+
+static struct mv_guard_policy g_policy;
+
+static int f_policy_get(void *ctx, struct mv_guard_policy *out, struct mv_error **err)
+{
+	if (g_policy.wp_min_pages == 0)
+		mv_guard_policy_default(&g_policy);
+	*out = g_policy;
+	return 0;
+}
+
+static int f_policy_set(void *ctx, const struct mv_guard_policy *in, struct mv_error **err)
+{
+	g_policy = *in;
+	return 0;
+}
+
 static const struct mv_api_backend fake_backend = {
 	.vm_create = f_create, .vm_list = f_list, .vm_get = f_get, .vm_action = f_action,
 	.vm_verify = f_verify, .vm_delete = f_delete, .host_get = f_host, .metrics = f_metrics,
@@ -314,6 +342,8 @@ static const struct mv_api_backend fake_backend = {
 	.cache_prepopulate = f_prepop, .cache_get = f_cache, .ctr_create = f_ctr_create,
 	.ctr_list = f_ctr_list, .ctr_get = f_ctr, .ctr_stop = f_ctr, .ctr_delete = f_ctr_rm,
 	.ctr_logs = f_ctr_logs,
+	.guard_events = f_events, .guard_policy_get = f_policy_get,
+	.guard_policy_set = f_policy_set,
 };
 
 /* ---- HTTP client ---- */
@@ -583,6 +613,8 @@ static void test_spec_routes(void **st)
 				body = "{\"local\":true}";
 			else if (post && strcmp(path, "/v1/upgrade") == 0)
 				body = "{\"vmm\":\"/usr/bin/true\"}";
+			else if (post && strcmp(path, "/v1/guard/policy") == 0)
+				body = "{\"action\":\"unfuse\"}";
 			else if (post && strstr(path, "/sensitive"))
 				body = "{\"gpa\":4096,\"len\":8192}";
 			else if (post && strcmp(path, "/v1/images") == 0)
@@ -766,6 +798,51 @@ static void test_payloads(void **st)
 	free(r.body);
 	req(v, "POST", "/v1/vms/vm1/resume", NULL, NULL, &r);
 	assert_int_equal(v->fake.last_action, MV_VM_RESUME);
+	free(r.body);
+	/* The guard's events and policy: a partial update keeps the rest. */
+	req(v, "GET", "/v1/guard/events", NULL, NULL, &r);
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.body, "\"signal\":\"write_probe\""));
+	free(r.body);
+	req(v, "POST", "/v1/guard/policy", "{\"action\":\"pause\",\"write_probe\":{\"min_pages\":40},"
+	    "\"deny\":[{\"name\":\"probe\",\"xxh3\":\"00112233aabbccdd\"}]}", "application/json", &r);
+	assert_int_equal(r.status, 200);
+	o = json_loads(r.body, 0, NULL);
+	assert_string_equal(json_string_value(json_object_get(o, "action")), "pause");
+	json_t *wp = json_object_get(o, "write_probe");
+	assert_int_equal(json_integer_value(json_object_get(wp, "min_pages")), 40);
+	assert_int_equal(json_integer_value(json_object_get(wp, "window_ms")), 10);
+	json_t *d0 = json_array_get(json_object_get(o, "deny"), 0);
+	assert_string_equal(json_string_value(json_object_get(d0, "xxh3")), "00112233aabbccdd");
+	json_decref(o);
+	free(r.body);
+	static const struct { const char *body, *field; } bad[] = {
+		{"{\"action\":\"nuke\"}", "action"},
+		{"{\"detect\":1}", "detect"},
+		{"{\"throttle_pct\":100}", "throttle_pct"},
+		{"{\"write_probe\":{\"min_pages\":1}}", "write_probe.min_pages"},
+		{"{\"write_probe\":{\"bogus\":1}}", "write_probe.bogus"},
+		{"{\"sampled_access\":{\"windows\":65}}", "sampled_access.windows"},
+		{"{\"sampled_access\":[]}", "sampled_access"},
+		{"{\"deny\":[{\"name\":\"x\",\"xxh3\":\"123\"}]}", "deny.xxh3"},
+		{"{\"deny\":[{\"name\":\"\",\"xxh3\":\"0011223344556677\"}]}", "deny.name"},
+		{"{\"deny\":[{\"name\":\"a\",\"xxh3\":\"0011223344556677\"},"
+		 "{\"name\":\"b\",\"xxh3\":\"0011223344556677\"}]}", "deny.xxh3"},
+		{"{\"extra\":true}", "extra"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		req(v, "POST", "/v1/guard/policy", bad[i].body, "application/json", &r);
+		assert_int_equal(r.status, 400);
+		o = json_loads(r.body, 0, NULL);
+		const char *field = json_string_value(
+			json_object_get(json_object_get(o, "error"), "field"));
+		if (!field || strcmp(field, bad[i].field) != 0)
+			fail_msg("%s -> %s (want field %s)", bad[i].body, r.body, bad[i].field);
+		json_decref(o);
+		free(r.body);
+	}
+	req(v, "GET", "/v1/guard/policy", NULL, NULL, &r);
+	assert_non_null(strstr(r.body, "\"action\":\"pause\""));   /* the bad ones changed nothing */
 	free(r.body);
 }
 

@@ -104,11 +104,13 @@ static void test_two_vms_share(void **state)
 	assert_int_equal(pwrite(ro, want, PS, 0), -1);
 	close(ro);
 	/* A write breaks one side: the pool page lives on for the other. */
-	mv_fusion_broken(f, 1, 5 * PS);
+	uint64_t other = 0;
+	assert_int_equal(mv_fusion_broken(f, 1, 5 * PS, &other), 1);   /* VM 2 shared it */
+	assert_int_equal(other, 2);
 	mv_fusion_get_stats(f, &st);
 	assert_int_equal(st.sharing, 63);
 	assert_int_equal(st.shared, 32);
-	mv_fusion_broken(f, 2, 5 * PS);
+	assert_int_equal(mv_fusion_broken(f, 2, 5 * PS, NULL), 0);     /* alone by now */
 	mv_fusion_get_stats(f, &st);
 	assert_int_equal(st.shared, 31);
 	assert_int_equal(st.cow_breaks, 2);

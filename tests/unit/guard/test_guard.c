@@ -181,6 +181,95 @@ static void test_fused(void **state)
 		mv_mem_layout_close(&l[v]);
 }
 
+/* Write-probe window: breaks count within window_ms only; the earliest
+ * break of the window is reported for the detection latency. */
+/* Write-probe window: breaks count within window_ms of the newest break
+ * only; the earliest break of the window is reported for the latency. */
+static void test_wprobe_window(void **st)
+{
+	struct mv_guard_policy p;
+	mv_guard_policy_default(&p);
+	p.wp_min_pages = 10;
+	p.wp_window_ms = 10;
+	struct mv_guard_wprobe w;
+	mv_guard_wprobe_reset(&w);
+	uint64_t c, first;
+	/* A steady writer: one break a millisecond never holds 10 in 10 ms... */
+	for (uint64_t t = 1000; t < 1100; t += 2)
+		assert_false(mv_guard_wprobe_add(&w, &p, t, 1, &c, &first));
+	assert_int_equal(c, 5);
+	/* ... a burst does, and the window starts at its first break. */
+	mv_guard_wprobe_reset(&w);
+	assert_false(mv_guard_wprobe_add(&w, &p, 2000, 4, &c, &first));
+	assert_false(mv_guard_wprobe_add(&w, &p, 2005, 5, &c, &first));
+	assert_int_equal(c, 9);
+	/* 2000 ages out at 2010: 5 + 3 */
+	assert_false(mv_guard_wprobe_add(&w, &p, 2010, 3, &c, &first));
+	assert_int_equal(c, 8);
+	assert_int_equal(first, 2005);
+	assert_true(mv_guard_wprobe_add(&w, &p, 2010, 2, &c, &first));   /* same ms: one slot */
+	assert_int_equal(c, 10);
+	assert_int_equal(first, 2005);
+	/* A full ring drops the oldest instead of growing. */
+	p.wp_window_ms = 100000;
+	p.wp_min_pages = 1000;
+	for (uint64_t t = 0; t < 3 * MV_GUARD_WP_SLOTS; t++)
+		(void)mv_guard_wprobe_add(&w, &p, 10000 + t, 1, &c, &first);
+	assert_int_equal(c, MV_GUARD_WP_SLOTS);
+}
+
+static void test_sampled_windows(void **st)
+{
+	struct mv_guard_policy p;
+	mv_guard_policy_default(&p);
+	p.sa_windows = 4;
+	p.sa_min_pct = 75;
+	struct mv_guard_sampled s = {0};
+	uint32_t hits;
+	/* Not before 4 windows are in, whatever they say. */
+	assert_false(mv_guard_sampled_add(&s, &p, true, &hits));
+	assert_false(mv_guard_sampled_add(&s, &p, true, &hits));
+	assert_false(mv_guard_sampled_add(&s, &p, true, &hits));
+	assert_true(mv_guard_sampled_add(&s, &p, false, &hits));   /* 3 of 4 */
+	assert_int_equal(hits, 3);
+	assert_false(mv_guard_sampled_add(&s, &p, false, &hits));  /* 2 of 4 */
+	/* A benign single write: touched once, never most windows. */
+	struct mv_guard_sampled b = {0};
+	assert_false(mv_guard_sampled_add(&b, &p, true, &hits));
+	for (int i = 0; i < 20; i++)
+		assert_false(mv_guard_sampled_add(&b, &p, false, &hits));
+}
+
+static void test_policy(void **st)
+{
+	struct mv_guard_policy p;
+	mv_guard_policy_default(&p);
+	struct mv_error *e = NULL;
+	assert_int_equal(mv_guard_policy_check(&p, &e), 0);
+	p.sa_windows = 65;
+	assert_int_equal(mv_guard_policy_check(&p, &e), -EINVAL);
+	assert_string_equal(e->field, "sampled_access.windows");
+	mv_error_free(e);
+	e = NULL;
+	mv_guard_policy_default(&p);
+	p.ndeny = 2;
+	p.deny[0] = (struct mv_guard_deny){.xxh3 = 5, .name = "a"};
+	p.deny[1] = (struct mv_guard_deny){.xxh3 = 5, .name = "b"};
+	assert_int_equal(mv_guard_policy_check(&p, &e), -EINVAL);
+	assert_string_equal(e->field, "deny.xxh3");
+	mv_error_free(e);
+	p.deny[1].xxh3 = 6;
+	assert_non_null(mv_guard_denied(&p, 6));
+	assert_null(mv_guard_denied(&p, 7));
+	for (unsigned a = 0; a < MV_ACT__COUNT; a++)
+		assert_int_equal(mv_guard_action_parse(mv_guard_action_name(a)), (int)a);
+	for (unsigned g = 0; g < MV_SIG__COUNT; g++)
+		assert_int_equal(mv_guard_signal_parse(mv_guard_signal_name(g)), (int)g);
+	assert_int_equal(mv_guard_action_parse("nuke"), -1);
+	uint8_t page[4096] = {0};
+	assert_true(mv_guard_page_hash(page) != 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -189,6 +278,9 @@ int main(void)
 		cmocka_unit_test(test_many_ranges_and_empty),
 		cmocka_unit_test(test_cfg),
 		cmocka_unit_test(test_fused),
+		cmocka_unit_test(test_wprobe_window),
+		cmocka_unit_test(test_sampled_windows),
+		cmocka_unit_test(test_policy),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

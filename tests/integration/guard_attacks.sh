@@ -1,0 +1,184 @@
+#!/bin/bash
+# guard_attacks.sh: real side-channel attacks between tenant VMs, scored, with
+# the guard off and on. Benign VMs with fusion on (identical memtouch VMs with
+# a sensitive range, kvstore, idle) raise no detection. Dedup write probe: the
+# "writeprobe" VM guesses which of its pages equal the "secret" VM's secret
+# page (which the victim marked sensitive) by timing writes; guard off it is
+# right >= 90 % of the time; guard on
+# it is detected (event naming it, the victim and the signal), unfused and
+# excluded from fusion, and its later rounds score chance (within 3 sigma of
+# 0.5). Flush+Reload: the "flushreload" VM times reloads of two public pages
+# fused with the victim's, whose cache lines the victim touches by its secret
+# bits; guard on, sampled accesses to the victim's sensitive pages expose it
+# and it is unfused. The Flush+Reload accuracy bar (>= 0.75, best of 3) is
+# asserted only when the attack can physically work here: the calibration
+# shows a hit/miss gap and the host is not oversubscribed (cross-core reload
+# timing needs victim and attacker running at once; printed either way).
+. "$(dirname "$0")/lib.sh"
+
+start_daemon --fusion-rate 200000
+aux() { vm_field "$1" '["stats"]["workload_aux"]'; }
+aux_i() { aux "$1" | jget "j[$2]"; }
+nevents() { mv guard events --json | jget "len(j['events'])"; }
+# acc_between "a b" "c d": (correct delta) / (guesses delta) as a float
+acc() { python3 -c "import sys; a=list(map(int,sys.argv[1].split())); b=list(map(int,sys.argv[2].split())); print((b[1]-a[1]) and (b[2]-a[2])/(b[1]-a[1]))" "$1" "$2"; }
+snap() { aux "$1" | jget "' '.join(map(str, j[:3]))"; }
+within_chance() { # ACC N: |ACC - 0.5| <= 3 sigma of a fair coin over N guesses
+  python3 -c "import sys,math; a=float(sys.argv[1]); n=int(sys.argv[2]); sys.exit(0 if abs(a-0.5) <= 3*math.sqrt(0.25/n) else 1)" "$1" "$2"
+}
+ge() { python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) else 1)" "$1" "$2"; }
+
+log "benign: identical memtouch VMs (one with a sensitive range), kvstore, idle; fusion and guard on"
+mv guard policy | grep -q "detect: *on" || fail "guard not on by default"
+common="--memory 32M --workload memtouch --seed 3 --wss 8M --pattern seq --rate 1000 --fusion"
+mv vm create b1 $common >/dev/null
+mv vm create b2 $common >/dev/null
+mv vm create b3 --memory 32M --workload kvstore --seed 5 --wss 4M --rate 2000 --fusion >/dev/null
+mv vm create b4 --memory 32M --workload idle --fusion >/dev/null
+mv vm sensitive add b1 --gpa 6M --len 1M >/dev/null
+passes() { [ "$(vm_field b1 '["stats"]["ops_done"]')" -ge $((3 * 2048)) ]; }
+wait_for 60 passes || fail "b1 did not rewrite its working set 3 times"
+windows=$(mv metrics | awk '/memvisor_guard_sampled_windows_total\{touched="any"\}/ {print $2}')
+shared=$(mv fusion status --json | jget "j['sharing']")
+log "benign: $shared pages shared, $windows sampled windows"
+[ "$(nevents)" -eq 0 ] || fail "false positive on benign VMs: $(mv guard events)"
+[ "$shared" -gt 1000 ] || fail "benign VMs barely fused ($shared pages): the check proves nothing"
+for vm in b1 b2 b3 b4; do mv vm verify $vm >/dev/null || fail "verify $vm"; mv vm rm --force $vm >/dev/null; done
+
+log "dedup write probe, guard off"
+mv guard policy set --detect off >/dev/null
+mv vm create victim --memory 16M --workload secret --seed 7 --wss 64K --fusion >/dev/null
+mv vm sensitive add victim --gpa 0 --len 4K >/dev/null   # the secret page
+mv vm create att --memory 16M --workload writeprobe --seed 7 --wss 1M --fusion >/dev/null
+rounds3() { [ "$(aux_i att 0)" -ge 3 ]; }
+wait_for 60 rounds3 || fail "the write prober did not finish 3 rounds: $(aux att)"
+a=$(acc "0 0 0" "$(snap att)")
+log "write probe accuracy, guard off: $a over $(aux_i att 1) guesses"
+ge "$a" 0.9 || fail "write probe accuracy $a < 0.9 with the guard off: the attack does not work"
+[ "$(nevents)" -eq 0 ] || fail "detections while detection is off"
+
+log "dedup write probe, guard on (unfuse)"
+mv guard policy set --detect on --action unfuse >/dev/null
+wp_event() { mv guard events --json | jget "any(e['signal']=='write_probe' and e['suspect']=='att' and e['victim']=='victim' and e['outcome']=='ok' for e in j['events'])" | grep -q True; }
+wait_for 30 wp_event || fail "write probe not detected: $(mv guard events)"
+mv guard events
+e=$(mv guard events --json | jget "[e for e in j['events'] if e['signal']=='write_probe'][0]")
+log "event: $e"
+[ "$(vm_field att '["fusion"]["excluded"]')" = True ] || fail "att not excluded from fusion"
+r0=$(aux_i att 0)
+next() { [ "$(aux_i att 0)" -ge $((r0 + 1)) ]; }
+wait_for 30 next || fail "no round after detection"
+s1=$(snap att); r1=$(aux_i att 0)
+more() { [ "$(aux_i att 0)" -ge $((r1 + 3)) ]; }
+wait_for 60 more || fail "the prober stopped"
+s2=$(snap att)
+a=$(acc "$s1" "$s2")
+n=$(( $(cut -d' ' -f2 <<<"$s2") - $(cut -d' ' -f2 <<<"$s1") ))
+log "write probe accuracy after detection: $a over $n guesses"
+within_chance "$a" "$n" || fail "write probe accuracy $a after detection is not chance"
+[ "$(vm_field att '["fusion"]["fused_pages"]')" -eq 0 ] || fail "att still has fused pages"
+mv metrics | grep -q 'memvisor_guard_detections_total{signal="write_probe",action="unfuse"} 1' ||
+  fail "no detection in /metrics"
+grep -q "guard: detected write_probe by vm att against vm victim" "$T/daemon.log" || fail "no log line"
+mv vm verify victim >/dev/null || fail "verify victim"
+mv vm verify att >/dev/null || fail "verify att"
+mv vm rm --force att >/dev/null
+mv vm rm --force victim >/dev/null
+
+log "Flush+Reload, guard off"
+mv guard policy set --detect off >/dev/null
+mv vm create victim --memory 16M --workload secret --seed 9 --wss 64K --fusion >/dev/null
+mv vm create fr --memory 16M --workload flushreload --seed 9 --wss 64K --fusion >/dev/null
+mv vm sensitive add victim --gpa 0 --len 12K >/dev/null   # secret and public pages
+both_fused() { [ "$(vm_field fr '["fusion"]["fused_pages"]')" -ge 2 ]; }
+wait_for 30 both_fused || fail "the public pages did not fuse"
+fr_round() { [ "$(aux_i fr 0)" -ge 1 ]; }   # the calibration comes with the first round
+wait_for 30 fr_round || fail "the Flush+Reload attacker did not finish a round"
+cal=$(aux_i fr 3)
+hit=$((cal >> 32)); miss=$((cal & 0xffffffff))
+best=0
+for try in 1 2 3; do
+  s1=$(snap fr); sleep 4; s2=$(snap fr)
+  a=$(acc "$s1" "$s2")
+  log "Flush+Reload accuracy, guard off, try $try: $a (calibration: hit $hit, miss $miss cycles)"
+  ge "$a" "$best" && best=$a
+  ge "$best" 0.75 && break
+done
+load=$(cut -d' ' -f1 /proc/loadavg); cpus=$(nproc)
+if [ "$miss" -gt $((2 * hit)) ] && ge "$cpus" "$load"; then
+  ge "$best" 0.75 || fail "Flush+Reload accuracy $best < 0.75 with the guard off (gap $hit/$miss cycles, load $load on $cpus CPUs)"
+else
+  if [ "$miss" -le $((2 * hit)) ]; then
+    log "Flush+Reload accuracy not asserted: no usable hit/miss gap ($hit/$miss cycles); best $best"
+  else
+    log "Flush+Reload accuracy not asserted: load $load on $cpus CPUs, victim and attacker are rarely on two cores at once; best $best"
+  fi
+fi
+
+log "Flush+Reload, guard on: sampled accesses"
+mv guard policy set --detect on --action unfuse >/dev/null
+sa_event() { mv guard events --json | jget "any(e['signal']=='sampled_access' and e['suspect']=='fr' and e['victim']=='victim' and e['outcome']=='ok' for e in j['events'])" | grep -q True; }
+wait_for 30 sa_event || fail "Flush+Reload not detected: $(mv guard events) $(mv metrics | grep sampled)"
+mv guard events | grep sampled_access
+[ "$(vm_field fr '["fusion"]["excluded"]')" = True ] || fail "fr not excluded from fusion"
+[ "$(vm_field fr '["fusion"]["fused_pages"]')" -eq 0 ] || fail "fr still has fused pages"
+sleep 1
+s1=$(snap fr); sleep 4; s2=$(snap fr)
+a=$(acc "$s1" "$s2")
+log "Flush+Reload accuracy after detection: $a"
+within_chance "$a" 32 || fail "Flush+Reload accuracy $a after detection is not chance"
+mv vm verify victim >/dev/null || fail "verify victim"
+mv vm verify fr >/dev/null || fail "verify fr"
+
+log "policy: other responses reach the suspect"
+mv guard policy set --action pause --wp-min-pages 8 >/dev/null
+mv guard policy --json | jget "j['action']=='pause' and j['write_probe']['min_pages']==8" | grep -q True ||
+  fail "policy not applied"
+res=$(api POST /v1/guard/policy '{"action":"explode"}')
+[ "${res%% *}" = 400 ] && [ "$(jget "j['error']['field']" <<<"${res#* }")" = action ] || fail "bad action: $res"
+mv vm create att2 --memory 16M --workload writeprobe --seed 9 --wss 256K --fusion >/dev/null
+paused() { [ "$(vm_field att2 '["state"]')" = paused ]; }
+wait_for 30 paused || fail "the pause response did not pause att2: $(mv guard events)"
+mv vm rm --force att2 >/dev/null
+
+mv guard policy set --action throttle --throttle-pct 60 >/dev/null
+mv vm create att3 --memory 16M --workload writeprobe --seed 9 --wss 256K --fusion >/dev/null
+# The VMM reports its vCPU throttle in the VM's stats (refreshed every second).
+throttled() { [ "$(vm_field att3 '["stats"]["throttle_pct"]')" = 60 ]; }
+wait_for 30 throttled || fail "the throttle response did not throttle att3: $(mv guard events)"
+[ "$(vm_field att3 '["state"]')" = running ] || fail "throttled att3 is not running"
+mv vm rm --force att3 >/dev/null
+
+mv guard policy set --action stop >/dev/null
+mv vm create att4 --memory 16M --workload writeprobe --seed 9 --wss 256K --fusion >/dev/null
+stopped() { [ "$(vm_field att4 '["state"]')" = stopped ]; }
+wait_for 30 stopped || fail "the stop response did not stop att4: $(mv guard events)"
+mv guard events --json | jget "any(e['suspect']=='att4' and e['action']=='stop' and e['outcome']=='ok' for e in j['events'])" |
+  grep -q True || fail "no stop event with outcome ok: $(mv guard events)"
+mv vm rm --force att4 >/dev/null
+
+log "deny list: a known probe page (the victim's public page, by content hash)"
+pid=$(vm_field victim '["pid"]')
+hash=$(python3 - "$pid" <<'PY' | "$MV_BUILD/tests/integration/page_hash"
+import sys
+pid = sys.argv[1]
+for line in open(f"/proc/{pid}/maps"):
+    f = line.split()
+    # Fused pages are VMAs of the pool: any VMA of the RAM memfd gives the base.
+    if len(f) >= 6 and f[5].startswith("/memfd:mv-victim-ram"):
+        base = int(f[0].split("-")[0], 16) - int(f[2], 16)
+        with open(f"/proc/{pid}/mem", "rb") as m:
+            m.seek(base + 0x1000)
+            sys.stdout.buffer.write(m.read(4096))
+        break
+PY
+)
+[ ${#hash} -eq 16 ] || fail "no page hash: '$hash'"
+mv guard policy set --action log --deny "public page=$hash" >/dev/null
+mv guard policy | grep -q "$hash public page" || fail "deny entry not listed: $(mv guard policy)"
+mv vm create fr2 --memory 16M --workload flushreload --seed 9 --wss 64K --fusion >/dev/null
+deny_event() { mv guard events --json | jget "any(e['signal']=='deny_hash' and e['suspect']=='fr2' and e['rule']=='public page' for e in j['events'])" | grep -q True; }
+wait_for 30 deny_event || fail "deny list not applied: $(mv guard events)"
+mv guard events --json | jget "all(e['suspect']!='victim' for e in j['events'])" | grep -q True ||
+  fail "the victim's own protected page made it a suspect"
+log "ok"
