@@ -101,6 +101,23 @@ static void allow_header(unsigned methods, char *buf, size_t len)
 		strncat(buf, *buf ? ", DELETE" : "DELETE", len - strlen(buf) - 1);
 }
 
+/* Copies the path segment at seg (up to '/' or the end) into ref, bounded
+ * (*ref_ok false when it is too long to be valid); false when it is empty. */
+static bool take_segment(const char *seg, const char *slash, char *ref, size_t reflen,
+			 bool *ref_ok)
+{
+	size_t n = slash ? (size_t)(slash - seg) : strlen(seg);
+	if (n == 0)
+		return false;
+	if (n >= reflen) {
+		*ref_ok = false;
+		n = reflen - 1;
+	}
+	memcpy(ref, seg, n);
+	ref[n] = '\0';
+	return true;
+}
+
 /* Images, cache and containers: -2 when path is none of theirs. An image
  * name is the rest of the path (it holds '/' and ':'; clients escape them),
  * pointed at by *sub; a container ref is copied into ref like a VM's. */
@@ -123,15 +140,8 @@ static int match_ctr(const char *path, char *ref, size_t reflen, bool *ref_ok, c
 		return -2;
 	const char *seg = path + sizeof(ctrs) - 1;
 	const char *slash = strchr(seg, '/');
-	size_t n = slash ? (size_t)(slash - seg) : strlen(seg);
-	if (n == 0)
+	if (!take_segment(seg, slash, ref, reflen, ref_ok))
 		return -1;
-	if (n >= reflen) {
-		*ref_ok = false;
-		n = reflen - 1;
-	}
-	memcpy(ref, seg, n);
-	ref[n] = '\0';
 	if (!slash)
 		return R_CTR;
 	if (strcmp(slash, "/stop") == 0)
@@ -172,15 +182,8 @@ static int match(const char *path, char *ref, size_t reflen, bool *ref_ok, const
 		return -1;
 	const char *seg = path + sizeof(vms) - 1;
 	const char *slash = strchr(seg, '/');
-	size_t n = slash ? (size_t)(slash - seg) : strlen(seg);
-	if (n == 0)
+	if (!take_segment(seg, slash, ref, reflen, ref_ok))
 		return -1;
-	if (n >= reflen) {
-		*ref_ok = false;
-		n = reflen - 1;
-	}
-	memcpy(ref, seg, n);
-	ref[n] = '\0';
 	if (!slash)
 		return R_VM;
 	for (int r = R_VM_PAUSE; r <= R_VM_MIGRATE; r++)
