@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include "memvisor/api.h"
 
 /* One request as the router sees it, after the body is fully received. */
@@ -20,6 +21,22 @@ struct api_req {
 	bool (*query)(void *qctx, const char *key, const char **val);
 	void *qctx;
 };
+
+/* A u64 as a JSON integer (saturating at INT64_MAX: jansson's is signed). */
+static inline json_t *api_ju(uint64_t v)
+{
+	return json_integer(v > INT64_MAX ? INT64_MAX : (json_int_t)v);
+}
+
+/* Compact JSON text of o, which it consumes; NULL for NULL or OOM. */
+static inline char *api_dump(json_t *o)
+{
+	if (!o)
+		return NULL;
+	char *s = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return s;
+}
 
 /* What to answer. body is malloc'ed (or NULL for an empty body). */
 struct api_resp {

@@ -195,33 +195,19 @@ int mv_api_decode_prepopulate(const char *body, size_t len, char ***refs, size_t
 	return r;
 }
 
-static json_t *ju(uint64_t v)
-{
-	return json_integer(v > INT64_MAX ? INT64_MAX : (json_int_t)v);
-}
-
 #define JSTR(field) api_jstr((field), sizeof(field))
-
-static char *dump(json_t *o)
-{
-	if (!o)
-		return NULL;
-	char *s = json_dumps(o, JSON_COMPACT);
-	json_decref(o);
-	return s;
-}
 
 json_t *api_image_json(const struct mv_image_status *im)
 {
 	json_t *o = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:I}",
 			      "name", JSTR(im->name), "state", JSTR(im->state),
-			      "manifest", JSTR(im->manifest), "layers", ju(im->layers),
-			      "layers_bytes", ju(im->layers_bytes),
-			      "registry_bytes", ju(im->registry_bytes), "pulled_at", ju(im->pulled_at),
+			      "manifest", JSTR(im->manifest), "layers", api_ju(im->layers),
+			      "layers_bytes", api_ju(im->layers_bytes),
+			      "registry_bytes", api_ju(im->registry_bytes), "pulled_at", api_ju(im->pulled_at),
 			      "error", JSTR(im->error), "containers", (json_int_t)im->containers);
 	json_t *p = json_pack("{s:o, s:I, s:I, s:o, s:o}", "phase", JSTR(im->phase),
 			      "layer", (json_int_t)im->layer, "layers", (json_int_t)im->layers,
-			      "done_bytes", ju(im->done_bytes), "total_bytes", ju(im->total_bytes));
+			      "done_bytes", api_ju(im->done_bytes), "total_bytes", api_ju(im->total_bytes));
 	if (!o || !p || json_object_set_new(o, "progress", p) < 0) {
 		json_decref(o);
 		return NULL;
@@ -231,7 +217,7 @@ json_t *api_image_json(const struct mv_image_status *im)
 
 char *mv_api_encode_image(const struct mv_image_status *im)
 {
-	return dump(api_image_json(im));
+	return api_dump(api_image_json(im));
 }
 
 static const char *const ctr_states[MV_CTR__COUNT] = {
@@ -250,13 +236,13 @@ json_t *api_ctr_json(const struct mv_ctr_info *c)
 			      "id", JSTR(c->id), "name", JSTR(c->name), "image", JSTR(c->image),
 			      "command", JSTR(c->command), "state", mv_ctr_state_name(c->state),
 			      "pid", (json_int_t)c->pid, "shim_pid", (json_int_t)c->shim_pid,
-			      "created_at", ju(c->created_at), "finished_at", ju(c->finished_at));
+			      "created_at", api_ju(c->created_at), "finished_at", api_ju(c->finished_at));
 	json_t *fs = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
-			       "registry_bytes", ju(f->registry_bytes),
-			       "registry_requests", ju(f->registry_requests),
-			       "files_fetched", ju(f->files_fetched), "chunk_reads", ju(f->chunk_reads),
-			       "copy_ups", ju(f->copy_ups), "cache_hits", ju(f->cache_hits),
-			       "cache_misses", ju(f->cache_misses), "cache_hit_bytes", ju(f->cache_hit_bytes));
+			       "registry_bytes", api_ju(f->registry_bytes),
+			       "registry_requests", api_ju(f->registry_requests),
+			       "files_fetched", api_ju(f->files_fetched), "chunk_reads", api_ju(f->chunk_reads),
+			       "copy_ups", api_ju(f->copy_ups), "cache_hits", api_ju(f->cache_hits),
+			       "cache_misses", api_ju(f->cache_misses), "cache_hit_bytes", api_ju(f->cache_hit_bytes));
 	if (!o || !fs || json_object_set_new(o, "fs", fs) < 0) {
 		json_decref(o);
 		return NULL;
@@ -275,29 +261,29 @@ json_t *api_ctr_json(const struct mv_ctr_info *c)
 
 char *mv_api_encode_ctr(const struct mv_ctr_info *c)
 {
-	return dump(api_ctr_json(c));
+	return api_dump(api_ctr_json(c));
 }
 
 char *mv_api_encode_cache(const struct mv_cache_info *c)
 {
 	json_t *o = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "dir", JSTR(c->dir),
-			      "files", ju(c->files), "bytes", ju(c->bytes), "hits", ju(c->hits),
-			      "misses", ju(c->misses), "hit_bytes", ju(c->hit_bytes));
+			      "files", api_ju(c->files), "bytes", api_ju(c->bytes), "hits", api_ju(c->hits),
+			      "misses", api_ju(c->misses), "hit_bytes", api_ju(c->hit_bytes));
 	if (o && c->job) {
 		json_t *j = json_pack("{s:o, s:I, s:I, s:o, s:o, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o}",
 				      "state", JSTR(c->state), "image_index", (json_int_t)c->image_index,
 				      "images", (json_int_t)c->images, "current", JSTR(c->current),
 				      "phase", JSTR(c->phase), "layer", (json_int_t)c->layer,
-				      "layers", (json_int_t)c->layers, "done_bytes", ju(c->done_bytes),
-				      "total_bytes", ju(c->total_bytes), "files", ju(c->job_files),
-				      "bytes", ju(c->job_bytes), "registry_bytes", ju(c->job_registry_bytes),
+				      "layers", (json_int_t)c->layers, "done_bytes", api_ju(c->done_bytes),
+				      "total_bytes", api_ju(c->total_bytes), "files", api_ju(c->job_files),
+				      "bytes", api_ju(c->job_bytes), "registry_bytes", api_ju(c->job_registry_bytes),
 				      "error", JSTR(c->error));
 		if (json_object_set_new(o, "prepopulate", j) < 0) {
 			json_decref(o);
 			o = NULL;
 		}
 	}
-	return dump(o);
+	return api_dump(o);
 }
 
 static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -324,9 +310,9 @@ char *api_encode_ctr_logs(const struct mv_ctr_logs *l)
 	char *d = base64((const unsigned char *)(l->data ? l->data : ""), l->data ? l->len : 0);
 	if (!d)
 		return NULL;
-	json_t *o = json_pack("{s:s, s:o, s:o, s:o, s:o, s:b}", "data", d, "length", ju(l->len),
-			      "offset", ju(l->offset), "next_offset", ju(l->next_offset),
-			      "size", ju(l->size), "exited", l->exited);
+	json_t *o = json_pack("{s:s, s:o, s:o, s:o, s:o, s:b}", "data", d, "length", api_ju(l->len),
+			      "offset", api_ju(l->offset), "next_offset", api_ju(l->next_offset),
+			      "size", api_ju(l->size), "exited", l->exited);
 	free(d);
-	return dump(o);
+	return api_dump(o);
 }

@@ -42,41 +42,27 @@ int mv_api_decode_sensitive(const char *body, size_t len, uint64_t *gpa, uint64_
 	return r;
 }
 
-static json_t *ju(uint64_t v)
-{
-	return json_integer(v > INT64_MAX ? INT64_MAX : (json_int_t)v);
-}
-
-static char *dump(json_t *o)
-{
-	if (!o)
-		return NULL;
-	char *s = json_dumps(o, JSON_COMPACT);
-	json_decref(o);
-	return s;
-}
-
 #define JSTR(field) api_jstr((field), sizeof(field))
 
 static json_t *range_json(const struct mv_sensitive_range *r)
 {
 	json_t *runs = json_array();
 	for (uint32_t i = 0; runs && i < r->nruns && i < MV_SENSITIVE_RUNS_MAX; i++)
-		json_array_append_new(runs, json_pack("{s:o, s:o, s:o}", "gpa", ju(r->runs[i].gpa),
-						      "pfn", ju(r->runs[i].pfn), "pages",
-						      ju(r->runs[i].pages)));
+		json_array_append_new(runs, json_pack("{s:o, s:o, s:o}", "gpa", api_ju(r->runs[i].gpa),
+						      "pfn", api_ju(r->runs[i].pfn), "pages",
+						      api_ju(r->runs[i].pages)));
 	if (!runs)
 		return NULL;
-	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:b, s:o, s:o, s:o}", "id", ju(r->id),
-			 "vm", JSTR(r->vm), "gpa", ju(r->gpa), "len", ju(r->len), "pages",
-			 ju(r->len / MV_PAGE_SIZE), "created_at", ju(r->created_at), "locked",
-			 r->locked, "resident_pages", ju(r->resident_pages), "runs_total",
-			 ju(r->runs_total), "runs", runs);
+	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:b, s:o, s:o, s:o}", "id", api_ju(r->id),
+			 "vm", JSTR(r->vm), "gpa", api_ju(r->gpa), "len", api_ju(r->len), "pages",
+			 api_ju(r->len / MV_PAGE_SIZE), "created_at", api_ju(r->created_at), "locked",
+			 r->locked, "resident_pages", api_ju(r->resident_pages), "runs_total",
+			 api_ju(r->runs_total), "runs", runs);
 }
 
 char *mv_api_encode_sensitive(const struct mv_sensitive_range *r)
 {
-	return dump(range_json(r));
+	return api_dump(range_json(r));
 }
 
 char *mv_api_encode_sensitive_list(const struct mv_sensitive_range *r, size_t n)
@@ -89,7 +75,7 @@ char *mv_api_encode_sensitive_list(const struct mv_sensitive_range *r, size_t n)
 			arr = NULL;
 		}
 	}
-	return arr ? dump(json_pack("{s:o}", "ranges", arr)) : NULL;
+	return arr ? api_dump(json_pack("{s:o}", "ranges", arr)) : NULL;
 }
 
 char *mv_api_encode_guard(const struct mv_guard_info *g)
@@ -98,10 +84,10 @@ char *mv_api_encode_guard(const struct mv_guard_info *g)
 	for (size_t i = 0; arr && g->findings && i < g->nfindings; i++) {
 		const struct mv_guard_finding_info *f = &g->findings[i];
 		json_t *o = json_pack("{s:o, s:o, s:o, s:o, s:o, s:{s:o, s:o, s:o, s:o}}", "range",
-				      ju(f->range_id), "vm", JSTR(f->vm), "other_vm",
+				      api_ju(f->range_id), "vm", JSTR(f->vm), "other_vm",
 				      JSTR(f->other_vm), "kind", JSTR(f->kind), "pages",
-				      ju(f->pages), "example", "gpa", ju(f->gpa), "pfn", ju(f->pfn),
-				      "other_gpa", ju(f->other_gpa), "other_pfn", ju(f->other_pfn));
+				      api_ju(f->pages), "example", "gpa", api_ju(f->gpa), "pfn", api_ju(f->pfn),
+				      "other_gpa", api_ju(f->other_gpa), "other_pfn", api_ju(f->other_pfn));
 		if (!o || json_array_append_new(arr, o) < 0) {
 			json_decref(arr);
 			arr = NULL;
@@ -109,9 +95,9 @@ char *mv_api_encode_guard(const struct mv_guard_info *g)
 	}
 	if (!arr)
 		return NULL;
-	return dump(json_pack("{s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o}", "colours",
+	return api_dump(json_pack("{s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o}", "colours",
 			      (json_int_t)g->colours, "row_shift", (json_int_t)g->row_shift,
-			      "llc_colours", (json_int_t)g->llc_colours, "checks", ju(g->checks),
-			      "ranges", ju(g->ranges), "protected_pages", ju(g->protected_pages),
-			      "events", ju(g->events), "findings", arr));
+			      "llc_colours", (json_int_t)g->llc_colours, "checks", api_ju(g->checks),
+			      "ranges", api_ju(g->ranges), "protected_pages", api_ju(g->protected_pages),
+			      "events", api_ju(g->events), "findings", arr));
 }

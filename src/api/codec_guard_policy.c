@@ -8,20 +8,6 @@
 #include <string.h>
 #include "api_i.h"
 
-static json_t *ju(uint64_t v)
-{
-	return json_integer(v > INT64_MAX ? INT64_MAX : (json_int_t)v);
-}
-
-static char *dump(json_t *o)
-{
-	if (!o)
-		return NULL;
-	char *s = json_dumps(o, JSON_COMPACT);
-	json_decref(o);
-	return s;
-}
-
 static int get_u32(json_t *o, const char *key, const char *field, uint32_t *out,
 		   struct mv_error **err)
 {
@@ -164,7 +150,7 @@ char *mv_api_encode_guard_policy(const struct mv_guard_policy *p)
 	}
 	if (!deny)
 		return NULL;
-	return dump(json_pack("{s:b, s:s, s:I, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I}, s:o}", "detect",
+	return api_dump(json_pack("{s:b, s:s, s:I, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I}, s:o}", "detect",
 			      p->detect, "action", mv_guard_action_name(p->action), "throttle_pct",
 			      (json_int_t)p->throttle_pct, "write_probe", "min_pages",
 			      (json_int_t)p->wp_min_pages, "fresh_ms", (json_int_t)p->wp_fresh_ms,
@@ -182,12 +168,12 @@ char *mv_api_encode_guard_events(const struct mv_guard_event_info *e, size_t n)
 	for (size_t i = 0; arr && e && i < n; i++) {
 		json_t *o = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:{s:o, s:o, s:o},"
 				      " s:f}",
-				      "id", ju(e[i].id), "time_ms", ju(e[i].time_ms), "suspect",
+				      "id", api_ju(e[i].id), "time_ms", api_ju(e[i].time_ms), "suspect",
 				      JSTR(e[i].suspect), "victim", JSTR(e[i].victim), "signal",
 				      JSTR(e[i].signal), "action", JSTR(e[i].action), "outcome",
 				      JSTR(e[i].outcome), "rule", JSTR(e[i].rule), "evidence",
-				      "count", ju(e[i].evidence), "of", ju(e[i].evidence_of), "gpa",
-				      ju(e[i].gpa), "latency_ms", e[i].latency_ms);
+				      "count", api_ju(e[i].evidence), "of", api_ju(e[i].evidence_of), "gpa",
+				      api_ju(e[i].gpa), "latency_ms", e[i].latency_ms);
 		if (!o || json_array_append_new(arr, o) < 0) {
 			json_decref(arr);
 			arr = NULL;
@@ -195,5 +181,5 @@ char *mv_api_encode_guard_events(const struct mv_guard_event_info *e, size_t n)
 	}
 	if (!arr)
 		return NULL;
-	return dump(json_pack("{s:o}", "events", arr));
+	return api_dump(json_pack("{s:o}", "events", arr));
 }

@@ -54,18 +54,13 @@ json_t *api_jstr(const char *s, size_t max)
 }
 
 /* JSON integers are signed 64-bit; clamp so a huge counter never turns negative. */
-static json_t *ju(uint64_t v)
-{
-	return json_integer(v > INT64_MAX ? INT64_MAX : (json_int_t)v);
-}
-
 #define JSTR(field) api_jstr((field), sizeof(field))
 
 static json_t *workload_json(const struct mv_wl_params *w)
 {
 	return json_pack("{s:s, s:o, s:o, s:o, s:s, s:I, s:I}",
-			 "kind", api_wl_kind_name(w->kind), "seed", ju(w->seed),
-			 "wss", ju(w->wss_bytes), "rate", ju(w->rate),
+			 "kind", api_wl_kind_name(w->kind), "seed", api_ju(w->seed),
+			 "wss", api_ju(w->wss_bytes), "rate", api_ju(w->rate),
 			 "pattern", api_wl_pattern_name(w->pattern),
 			 "put_pct", (json_int_t)w->put_pct, "hot_pct", (json_int_t)w->hot_pct);
 }
@@ -75,25 +70,25 @@ json_t *api_vm_json(const struct mv_vm_info *vm)
 	double rate = isfinite(vm->dirty_rate) ? vm->dirty_rate : 0.0;
 	json_t *o = json_pack("{s:o, s:o, s:s, s:o, s:I, s:s, s:o, s:I, s:o}",
 			      "id", JSTR(vm->id), "name", JSTR(vm->name),
-			      "state", mv_vm_state_name(vm->state), "memory", ju(vm->memory),
+			      "state", mv_vm_state_name(vm->state), "memory", api_ju(vm->memory),
 			      "vcpus", (json_int_t)vm->vcpus, "backing", api_backing_name(vm->backing),
 			      "workload", workload_json(&vm->workload), "pid", (json_int_t)vm->pid,
-			      "created_at", ju(vm->created_at));
+			      "created_at", api_ju(vm->created_at));
 	if (!o)
 		return NULL;
-	json_t *st = json_pack("{s:o, s:o, s:o, s:f, s:o}", "ops_done", ju(vm->ops_done),
-			       "resident_bytes", ju(vm->resident_bytes),
-			       "dirty_pages_total", ju(vm->dirty_pages_total), "dirty_rate", rate,
+	json_t *st = json_pack("{s:o, s:o, s:o, s:f, s:o}", "ops_done", api_ju(vm->ops_done),
+			       "resident_bytes", api_ju(vm->resident_bytes),
+			       "dirty_pages_total", api_ju(vm->dirty_pages_total), "dirty_rate", rate,
 			       "dirty_backend", JSTR(vm->dirty_backend));
 	if (json_object_set_new(o, "stats", st) < 0)
 		goto fail;
-	json_t *aux = json_pack("[o, o, o, o]", ju(vm->wl_aux[0]), ju(vm->wl_aux[1]),
-				ju(vm->wl_aux[2]), ju(vm->wl_aux[3]));
+	json_t *aux = json_pack("[o, o, o, o]", api_ju(vm->wl_aux[0]), api_ju(vm->wl_aux[1]),
+				api_ju(vm->wl_aux[2]), api_ju(vm->wl_aux[3]));
 	if (json_object_set_new(st, "workload_aux", aux) < 0 ||
 	    json_object_set_new(st, "throttle_pct", json_integer(vm->throttle_pct)) < 0)
 		goto fail;
 	json_t *fu = json_pack("{s:b, s:o, s:o, s:b}", "enabled", vm->fusion,
-			       "fused_pages", ju(vm->fused_pages), "cow_breaks", ju(vm->cow_breaks),
+			       "fused_pages", api_ju(vm->fused_pages), "cow_breaks", api_ju(vm->cow_breaks),
 			       "excluded", vm->fusion_excluded);
 	if (json_object_set_new(o, "fusion", fu) < 0)
 		goto fail;
@@ -110,10 +105,10 @@ json_t *api_vm_json(const struct mv_vm_info *vm)
 				      "to", JSTR(mg->to), "from", JSTR(mg->from), "phase", JSTR(mg->phase),
 				      "pass", (json_int_t)mg->pass,
 				      "throttle_pct", (json_int_t)mg->throttle_pct,
-				      "bytes_sent", ju(mg->bytes_sent), "pages_sent", ju(mg->pages_sent),
-				      "pages_remaining", ju(mg->pages_remaining),
-				      "dirty_rate", ju(mg->dirty_rate), "bandwidth", ju(mg->bandwidth),
-				      "downtime_us", ju(mg->downtime_us), "total_us", ju(mg->total_us),
+				      "bytes_sent", api_ju(mg->bytes_sent), "pages_sent", api_ju(mg->pages_sent),
+				      "pages_remaining", api_ju(mg->pages_remaining),
+				      "dirty_rate", api_ju(mg->dirty_rate), "bandwidth", api_ju(mg->bandwidth),
+				      "downtime_us", api_ju(mg->downtime_us), "total_us", api_ju(mg->total_us),
 				      "error", JSTR(mg->error));
 		if (json_object_set_new(o, "migration", j) < 0)
 			goto fail;
@@ -124,60 +119,51 @@ fail:
 	return NULL;
 }
 
-static char *dump(json_t *o)
-{
-	if (!o)
-		return NULL;
-	char *s = json_dumps(o, JSON_COMPACT);
-	json_decref(o);
-	return s;
-}
-
 char *mv_api_encode_vm(const struct mv_vm_info *vm)
 {
-	return dump(api_vm_json(vm));
+	return api_dump(api_vm_json(vm));
 }
 
 char *mv_api_encode_host(const struct mv_host_info *h)
 {
 	uint64_t free_b = h->memory_capacity > h->memory_used ? h->memory_capacity - h->memory_used : 0;
-	return dump(json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:I}",
+	return api_dump(json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:I}",
 			      "version", JSTR(h->version), "hostname", JSTR(h->hostname),
 			      "state_dir", JSTR(h->state_dir),
-			      "memory_capacity", ju(h->memory_capacity),
-			      "memory_used", ju(h->memory_used), "memory_free", ju(free_b),
-			      "hugepages_free", ju(h->hugepages_free),
+			      "memory_capacity", api_ju(h->memory_capacity),
+			      "memory_used", api_ju(h->memory_used), "memory_free", api_ju(free_b),
+			      "hugepages_free", api_ju(h->hugepages_free),
 			      "dirty_backend", JSTR(h->dirty_backend), "vms", (json_int_t)h->vms));
 }
 
 char *mv_api_encode_fusion(const struct mv_fusion_info *f)
 {
-	return dump(json_pack("{s:b, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:I}",
-			      "enabled", f->enabled, "rate", ju(f->rate), "shared", ju(f->shared),
-			      "sharing", ju(f->sharing), "unshared", ju(f->unshared),
-			      "full_scans", ju(f->full_scans), "pages_scanned", ju(f->pages_scanned),
-			      "merges", ju(f->merges), "misses", ju(f->misses),
-			      "cow_breaks", ju(f->cow_breaks), "unfused", ju(f->unfused),
-			      "saved_bytes", ju(f->saved_bytes), "vms", (json_int_t)f->vms));
+	return api_dump(json_pack("{s:b, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:I}",
+			      "enabled", f->enabled, "rate", api_ju(f->rate), "shared", api_ju(f->shared),
+			      "sharing", api_ju(f->sharing), "unshared", api_ju(f->unshared),
+			      "full_scans", api_ju(f->full_scans), "pages_scanned", api_ju(f->pages_scanned),
+			      "merges", api_ju(f->merges), "misses", api_ju(f->misses),
+			      "cow_breaks", api_ju(f->cow_breaks), "unfused", api_ju(f->unfused),
+			      "saved_bytes", api_ju(f->saved_bytes), "vms", (json_int_t)f->vms));
 }
 
 char *mv_api_encode_verify(const struct mv_verify_result *r)
 {
-	return dump(json_pack("{s:b, s:o, s:o, s:o}", "ok", r->ok, "ops_done", ju(r->ops_done),
-			      "elapsed_us", ju(r->elapsed_us), "message", JSTR(r->message)));
+	return api_dump(json_pack("{s:b, s:o, s:o, s:o}", "ok", r->ok, "ops_done", api_ju(r->ops_done),
+			      "elapsed_us", api_ju(r->elapsed_us), "message", JSTR(r->message)));
 }
 
 static json_t *handover_json(const struct mv_handover_result *r)
 {
 	return json_pack("{s:o, s:b, s:i, s:i, s:o, s:o, s:o, s:o}", "vm", JSTR(r->vm), "ok", r->ok,
 			 "old_pid", r->old_pid, "new_pid", r->new_pid, "downtime_us",
-			 ju(r->downtime_us), "total_us", ju(r->total_us), "vmm", JSTR(r->vmm),
+			 api_ju(r->downtime_us), "total_us", api_ju(r->total_us), "vmm", JSTR(r->vmm),
 			 "message", JSTR(r->message));
 }
 
 char *mv_api_encode_handover(const struct mv_handover_result *r)
 {
-	return dump(handover_json(r));
+	return api_dump(handover_json(r));
 }
 
 char *api_encode_upgrade(const char *vmm, const struct mv_handover_result *r, size_t n)
@@ -188,6 +174,6 @@ char *api_encode_upgrade(const char *vmm, const struct mv_handover_result *r, si
 		ok = ok && r[i].ok;
 		json_array_append_new(arr, handover_json(&r[i]));
 	}
-	return arr ? dump(json_pack("{s:b, s:o, s:o}", "ok", ok, "vmm", JSTR(vmm), "vms", arr))
+	return arr ? api_dump(json_pack("{s:b, s:o, s:o}", "ok", ok, "vmm", JSTR(vmm), "vms", arr))
 		   : NULL;
 }
