@@ -38,6 +38,7 @@ enum mv_ctl_type {
 	MV_CTL_GUARD,         /* mlock/munlock a sensitive guest range; reply: region HVAs */
 	MV_CTL_SAMPLE,        /* watch fused pages in short trapped windows; reply: windows since the last call */
 	MV_CTL_THROTTLE,      /* hold the vCPUs back (the guard's response to a suspect) */
+	MV_CTL_RELOCATE,      /* move a guest range's pages to fresh frames; reply: pages moved */
 	MV_CTL__COUNT
 };
 
@@ -199,6 +200,21 @@ struct mv_ctl_sample_reply {
 struct mv_ctl_throttle {
 	uint32_t pct;
 	uint32_t pad;
+};
+
+/* RELOCATE request: move every resident page of guest range [gpa, gpa+len)
+ * (page aligned, inside one region) to a fresh frame, contents unchanged, the
+ * range mlocked after. The vCPUs are paused around it. */
+struct mv_ctl_relocate {
+	uint64_t gpa;
+	uint64_t len;
+};
+
+/* RELOCATE reply. */
+struct mv_ctl_relocate_reply {
+	uint64_t moved;        /* pages now in new frames */
+	uint64_t skipped;      /* resident pages left where they were (busy in fusion) */
+	uint64_t elapsed_us;   /* vCPUs paused for this long */
 };
 
 /* UNFUSE reply. */

@@ -82,10 +82,11 @@ int mv_guard_check(const struct mv_guard_cfg *cfg, const struct mv_guard_range *
  * observes, its policy, and the windows that turn signals into suspects. */
 enum mv_guard_signal { MV_SIG_WRITE_PROBE, MV_SIG_SAMPLED_ACCESS, MV_SIG_DENY_HASH, MV_SIG__COUNT };
 enum mv_guard_action {
-	MV_ACT_LOG, MV_ACT_UNFUSE, MV_ACT_THROTTLE, MV_ACT_PAUSE, MV_ACT_STOP, MV_ACT__COUNT
+	MV_ACT_LOG, MV_ACT_UNFUSE, MV_ACT_THROTTLE, MV_ACT_PAUSE, MV_ACT_STOP, MV_ACT_MOVE,
+	MV_ACT__COUNT
 };
 /* "write_probe", "sampled_access", "deny_hash"; "log", "unfuse", "throttle",
- * "pause", "stop"; "unknown" out of range. Parsers return -1 when unknown. */
+ * "pause", "stop", "move"; "unknown" out of range. Parsers return -1 when unknown. */
 const char *mv_guard_signal_name(unsigned s);
 int mv_guard_signal_parse(const char *s);
 const char *mv_guard_action_name(unsigned a);

@@ -103,7 +103,7 @@ int mv_api_decode_guard_policy(const char *body, size_t len, struct mv_guard_pol
 		int a = json_is_string(v) ? mv_guard_action_parse(json_string_value(v)) : -1;
 		if (a < 0)
 			r = mv_err_field(err, -EINVAL, "action",
-					 "action must be one of log, unfuse, throttle, pause, stop");
+					 "action must be one of log, unfuse, throttle, pause, stop, move");
 		n.action = (enum mv_guard_action)(a < 0 ? 0 : a);
 	}
 	if (r == 0)

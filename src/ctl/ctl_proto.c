@@ -100,6 +100,8 @@ static uint32_t expected_len(uint16_t type, bool reply)
 	case MV_CTL_SAMPLE:
 		return reply ? sizeof(struct mv_ctl_sample_reply) : sizeof(struct mv_ctl_sample);
 	case MV_CTL_THROTTLE: return reply ? 0 : sizeof(struct mv_ctl_throttle);
+	case MV_CTL_RELOCATE:
+		return reply ? sizeof(struct mv_ctl_relocate_reply) : sizeof(struct mv_ctl_relocate);
 	default: return 0;
 	}
 }
@@ -277,6 +279,16 @@ int mv_ctl_validate_payload(const struct mv_ctl_msg *m, struct mv_error **err)
 		memcpy(&t, m->payload, sizeof(t));
 		if (t.pct > 99)
 			return mv_err(err, -EPROTO, "control THROTTLE: %u%%", t.pct);
+		return 0;
+	}
+	case MV_CTL_RELOCATE: {
+		if (reply)
+			return 0;
+		struct mv_ctl_relocate rl;
+		memcpy(&rl, m->payload, sizeof(rl));
+		if (rl.gpa % MV_PAGE_SIZE || rl.len % MV_PAGE_SIZE || rl.len == 0 ||
+		    rl.gpa + rl.len < rl.gpa)
+			return mv_err(err, -EPROTO, "control RELOCATE: bad range");
 		return 0;
 	}
 	case MV_CTL_GET_MEM: {

@@ -30,6 +30,7 @@ struct gdet {
 	bool flagged[MV_SIG__COUNT];   /* detected once: no repeat events */
 	int pending;                   /* action + 1 to apply at the next tick, 0 none */
 	uint64_t pending_event;
+	uint64_t pending_victim;       /* fusion key of the event's victim, 0 unknown */
 	struct gwatch watch[MV_CTL_SAMPLE_MAX];
 	uint32_t nwatch;
 	bool sampling;                 /* its VMM has pages trapped */
@@ -182,6 +183,11 @@ void guard_tick(struct vmmgr *m);
 uint64_t guard_sensitive_sharer(struct vmmgr *m, uint64_t key, uint64_t gpa);
 /* Lock held: VM vm_id is deleted; its ranges go. */
 void guard_vm_removed(struct vmmgr *m, const char *vm_id);
+/* The "move" response: moves every sensitive range of victim to fresh frames
+ * in its VMM (RELOCATE), then re-resolves and records the new frames.
+ * *moved: pages moved; *us: the longest time the VMM held its vCPUs. */
+int guard_move(struct vmmgr *m, struct dvm *victim, uint64_t *moved, uint64_t *us,
+	       struct mv_error **err);
 void guard_metrics(struct vmmgr *m, FILE *f);
 /* API backend (take the lock). */
 int guard_sensitive_add(void *ctx, const char *ref, uint64_t gpa, uint64_t len,

@@ -296,6 +296,45 @@ static int resolve(struct vmmgr *m, struct grange *g, struct dvm *vm, struct mv_
 	return 0;
 }
 
+int guard_move(struct vmmgr *m, struct dvm *victim, uint64_t *moved, uint64_t *us,
+	       struct mv_error **err)
+{
+	struct guard *gd = m->guard;
+	*moved = 0;
+	*us = 0;
+	if (!live(victim))
+		return mv_err(err, -ESRCH, "victim vm is not running");
+	unsigned ranges = 0;
+	for (size_t i = 0; gd && i < gd->n; i++) {
+		struct grange *g = &gd->r[i];
+		if (strcmp(g->vm_id, victim->info.id))
+			continue;
+		struct mv_ctl_relocate req = {.gpa = g->gpa, .len = g->len};
+		struct mv_ctl_msg reply;
+		int r = vmm_call(victim, MV_CTL_RELOCATE, &req, sizeof(req), NULL, 0, &reply, CALL_MS,
+				 err);
+		if (r < 0)
+			return r;
+		struct mv_ctl_relocate_reply rr;
+		memcpy(&rr, reply.payload, sizeof(rr));
+		*moved += rr.moved;
+		if (rr.elapsed_us > *us)
+			*us = rr.elapsed_us;
+		ranges++;
+		/* The frames changed: read them again and record the new ones. */
+		r = resolve(m, g, victim, err);
+		if (r < 0)
+			return r;
+		mv_log(MV_LOG_INFO, "guard: range %llu of vm %s moved: %llu pages to new frames in "
+		       "%llu us, %llu resident", (unsigned long long)g->id, victim->info.name,
+		       (unsigned long long)rr.moved, (unsigned long long)rr.elapsed_us,
+		       (unsigned long long)g->resident);
+	}
+	if (!ranges)
+		return mv_err(err, -ENOENT, "vm %s has no sensitive range", victim->info.name);
+	return 0;
+}
+
 static void others_push(struct guard *gd, uint64_t key, uint64_t gpa, uint64_t pfn)
 {
 	if (gd->nothers == gd->cothers) {

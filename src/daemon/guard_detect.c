@@ -9,7 +9,8 @@
  * /v1/guard/events, counted in /metrics, logged) and queues the policy's
  * response, applied at the end of the tick (the fusion thread may be in the
  * middle of a VM's batch): unfuse (copy back and exclude the suspect from
- * fusion), throttle, pause or stop the suspect. Lock held throughout (the
+ * fusion), throttle, pause or stop the suspect, or move the victim's
+ * sensitive ranges to fresh frames (guard_move()). Lock held throughout (the
  * manager's). */
 #include <errno.h>
 #include <stdlib.h>
@@ -124,6 +125,7 @@ static void detected(struct vmmgr *m, struct dvm *suspect, struct dvm *victim,
 	if (!suspect->det.pending) {
 		suspect->det.pending = (int)d->pol.action + 1;
 		suspect->det.pending_event = e->id;
+		suspect->det.pending_victim = victim ? victim->fkey : 0;
 	}
 }
 
@@ -333,7 +335,8 @@ void detect_deny_check(struct vmmgr *m, const struct mv_guard_range *rs, size_t 
 
 /* ---- responses ---- */
 
-static int respond(struct vmmgr *m, struct dvm *vm, enum mv_guard_action a, struct mv_error **err)
+static int respond(struct vmmgr *m, struct dvm *vm, enum mv_guard_action a, char *note,
+		   size_t cap, struct mv_error **err)
 {
 	struct detect *d = det(m);
 	struct mv_ctl_msg reply;
@@ -359,6 +362,18 @@ static int respond(struct vmmgr *m, struct dvm *vm, enum mv_guard_action a, stru
 	}
 	case MV_ACT_STOP:
 		return vmmgr_stop_vm(m, vm, err);
+	case MV_ACT_MOVE: {
+		/* Not the suspect: the victim's data leaves the frames it may know. */
+		struct dvm *victim = vm->det.pending_victim ? by_key(m, vm->det.pending_victim) : NULL;
+		if (!victim)
+			return mv_err(err, -ESRCH, "move: no victim known for this detection");
+		uint64_t moved, us;
+		int r = guard_move(m, victim, &moved, &us, err);
+		if (r == 0)
+			snprintf(note, cap, "ok: %llu pages of vm %s moved to new frames in %llu us",
+				 (unsigned long long)moved, victim->info.name, (unsigned long long)us);
+		return r;
+	}
 	default:
 		return -EINVAL;
 	}
@@ -374,12 +389,15 @@ void detect_respond(struct vmmgr *m)
 		enum mv_guard_action a = (enum mv_guard_action)(vm->det.pending - 1);
 		vm->det.pending = 0;
 		struct mv_error *err = NULL;
-		int r = vm->ctl >= 0 ? respond(m, vm, a, &err) : mv_err(&err, -ESRCH, "VMM gone");
+		char note[128] = "ok";
+		int r = vm->ctl >= 0 ? respond(m, vm, a, note, sizeof(note), &err)
+				     : mv_err(&err, -ESRCH, "VMM gone");
+		vm->det.pending_victim = 0;
 		struct mv_guard_event_info *e = event_by_id(d, vm->det.pending_event);
 		if (e)
-			snprintf(e->outcome, sizeof(e->outcome), "%s", r < 0 ? mv_error_msg(err, r) : "ok");
+			snprintf(e->outcome, sizeof(e->outcome), "%s", r < 0 ? mv_error_msg(err, r) : note);
 		mv_log(r < 0 ? MV_LOG_ERROR : MV_LOG_WARN, "guard: vm %s: %s: %s", vm->info.name,
-		       mv_guard_action_name(a), r < 0 ? mv_error_msg(err, r) : "done");
+		       mv_guard_action_name(a), r < 0 ? mv_error_msg(err, r) : note);
 		mv_error_free(err);
 	}
 }

@@ -11,7 +11,8 @@
 #include "memvisor/guard.h"
 
 static const char *const sig_names[MV_SIG__COUNT] = {"write_probe", "sampled_access", "deny_hash"};
-static const char *const act_names[MV_ACT__COUNT] = {"log", "unfuse", "throttle", "pause", "stop"};
+static const char *const act_names[MV_ACT__COUNT] = {"log", "unfuse", "throttle", "pause", "stop",
+							  "move"};
 
 const char *mv_guard_signal_name(unsigned s)
 {

@@ -133,6 +133,23 @@ static int handle(struct vmm *v, int c, struct mv_ctl_msg *req)
 		reply(c, req, r, NULL, 0, NULL, 0);
 		return 0;
 	}
+	case MV_CTL_RELOCATE: {
+		struct mv_ctl_relocate rl;
+		struct mv_ctl_relocate_reply out;
+		memcpy(&rl, req->payload, sizeof(rl));
+		r = vmm_relocate(v, &rl, &out, &err);
+		if (r < 0)
+			mv_log(MV_LOG_WARN, "relocate: %s", mv_error_msg(err, r));
+		else
+			mv_log(MV_LOG_INFO, "relocate: gpa 0x%llx+0x%llx: %llu pages moved to new "
+			       "frames (fused ones copied back), %llu left busy, vCPUs paused %llu us",
+			       (unsigned long long)rl.gpa, (unsigned long long)rl.len,
+			       (unsigned long long)out.moved, (unsigned long long)out.skipped,
+			       (unsigned long long)out.elapsed_us);
+		mv_error_free(err);
+		reply(c, req, r, &out, sizeof(out), NULL, 0);
+		return 0;
+	}
 	case MV_CTL_MIGRATE_CANCEL:
 		vmm_migrate_cancel(v);
 		reply(c, req, 0, NULL, 0, NULL, 0);

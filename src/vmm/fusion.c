@@ -34,7 +34,9 @@
 
 #define PS MV_PAGE_SIZE
 
-enum { ST_NONE = 0, ST_FUSED, ST_BUSY, ST_TRAP };
+/* ST_KEEP: moved to a fresh frame by the guard (RELOCATE): never fused again,
+ * so the move is not undone by the next merge onto a shared pool page. */
+enum { ST_NONE = 0, ST_FUSED, ST_BUSY, ST_TRAP, ST_KEEP };
 
 struct fregion {
 	uint8_t *hva;
@@ -232,6 +234,70 @@ static struct fregion *region_of_gpa(struct vmm_fusion *f, uint64_t gpa, uint64_
 		}
 	}
 	return NULL;
+}
+
+void vmm_fusion_ensure(struct vmm *v)
+{
+	if (!v->fusion) {
+		v->fusion = fusion_new(v);
+		atomic_store_explicit(&g_fusion, v->fusion, memory_order_release);
+	}
+}
+
+bool vmm_fusion_hold(struct vmm *v, uint64_t gpa)
+{
+	uint64_t p = 0;
+	struct fregion *r = v->fusion ? region_of_gpa(v->fusion, gpa, &p) : NULL;
+	if (!r)
+		return true;
+	uint8_t want = ST_NONE;
+	if (atomic_compare_exchange_strong(&r->state[p], &want, ST_BUSY))
+		return true;
+	want = ST_KEEP;
+	return atomic_compare_exchange_strong(&r->state[p], &want, ST_BUSY);
+}
+
+int vmm_fusion_unfuse_page(struct vmm *v, uint64_t gpa)
+{
+	uint64_t p = 0;
+	struct vmm_fusion *f = v->fusion;
+	struct fregion *r = f ? region_of_gpa(f, gpa, &p) : NULL;
+	if (!r)
+		return 0;
+	for (;;) {
+		uint8_t s = atomic_load_explicit(&r->state[p], memory_order_acquire);
+		if (s == ST_NONE || s == ST_KEEP)
+			return 0;
+		if (s == ST_BUSY) {
+			sched_yield();
+			continue;
+		}
+		if (!atomic_compare_exchange_strong(&r->state[p], &s, ST_BUSY))
+			continue;
+		if (s == ST_TRAP && mprotect(r->hva + p * PS, PS, PROT_READ) < 0) {
+			atomic_store_explicit(&r->state[p], ST_TRAP, memory_order_release);
+			return -errno;
+		}
+		/* The daemon learns of it as a broken page (it drops the pool
+		 * reference), but this is no guest write: an age no write-probe
+		 * window counts as fresh keeps the victim from looking like a prober. */
+		r->fused_ms[p] = now_ms(f) - 0x7fffffffu;
+		if (cow(f, r, p, false)) {
+			atomic_store_explicit(&r->state[p], ST_KEEP, memory_order_release);
+			return 1;
+		}
+		int e = errno ? -errno : -EIO;
+		atomic_store_explicit(&r->state[p], s, memory_order_release);
+		return e;
+	}
+}
+
+void vmm_fusion_unhold(struct vmm *v, uint64_t gpa)
+{
+	uint64_t p = 0;
+	struct fregion *r = v->fusion ? region_of_gpa(v->fusion, gpa, &p) : NULL;
+	if (r)
+		atomic_store_explicit(&r->state[p], ST_KEEP, memory_order_release);
 }
 
 static uint8_t fuse_one(struct vmm_fusion *f, uint64_t gpa, uint64_t pool_off)

@@ -86,6 +86,16 @@ int vmm_fusion_unfuse_all(struct vmm *v, struct mv_ctl_unfuse *out);
 /* SAMPLE: ends the trapped window (reports it), arms the next. */
 int vmm_fusion_sample(struct vmm *v, const struct mv_ctl_sample *req, struct mv_ctl_sample_reply *out);
 void vmm_fusion_set_log(struct vmm *v, struct mv_dirty_log *log);
+/* Creates the per-page fusion state if no FUSE came yet. */
+void vmm_fusion_ensure(struct vmm *v);
+/* Claims guest page gpa against fusion (state NONE or KEEP -> BUSY): false
+ * when it is fused or busy; true (nothing to release) when fusion never ran
+ * there. Unhold leaves it KEEP: moved by the guard, never fused again. */
+bool vmm_fusion_hold(struct vmm *v, uint64_t gpa);
+void vmm_fusion_unhold(struct vmm *v, uint64_t gpa);
+/* Copies fused guest page gpa back into its memfd (a new frame there) and
+ * maps it read-write: 1 done, 0 it was not fused, -errno. */
+int vmm_fusion_unfuse_page(struct vmm *v, uint64_t gpa);
 /* With the vCPUs stopped: frees the fusion state. */
 void vmm_fusion_teardown(struct vmm *v);
 
@@ -93,6 +103,9 @@ void vmm_fusion_teardown(struct vmm *v);
 /* guard.c: GUARD (mlock/munlock a sensitive range, region HVAs). */
 int vmm_guard(struct vmm *v, const struct mv_ctl_guard *req, struct mv_ctl_guard_reply *out,
 	      struct mv_error **err);
+/* Moves the resident pages of a guest range to fresh frames (RELOCATE). */
+int vmm_relocate(struct vmm *v, const struct mv_ctl_relocate *req,
+		 struct mv_ctl_relocate_reply *out, struct mv_error **err);
 
 int vmm_serve(struct vmm *v);
 

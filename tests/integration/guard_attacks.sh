@@ -181,4 +181,54 @@ deny_event() { mv guard events --json | jget "any(e['signal']=='deny_hash' and e
 wait_for 30 deny_event || fail "deny list not applied: $(mv guard events)"
 mv guard events --json | jget "all(e['suspect']!='victim' for e in j['events'])" | grep -q True ||
   fail "the victim's own protected page made it a suspect"
+mv vm rm --force fr2 >/dev/null
+mv vm rm --force fr >/dev/null
+
+log "policy move: the victim's sensitive ranges go to fresh frames"
+out=$(mv vm sensitive add victim --gpa 4M --len 1M --json) || fail "sensitive add 1M"
+[ "$(jget "j['resident_pages']" <<<"$out")" -eq 256 ] || fail "1M range not resident: $out"
+# gpa -> pfn of every protected page of the victim, from the daemon's SQLite.
+frames() {
+  python3 - "$STATE/memvisor.db" "$(vm_field victim '["id"]')" <<'PY'
+import json, sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+m = {}
+for gpa, pfn, pages in db.execute("SELECT f.gpa, f.pfn, f.pages FROM protected_frames f JOIN sensitive s"
+                                  " ON s.id = f.range_id WHERE s.vm_id=?", (sys.argv[2],)):
+    for i in range(pages):
+        m[gpa + i * 4096] = pfn + i
+print(json.dumps(m))
+PY
+}
+full() { [ "$(frames | jget "len(j)")" -eq 259 ]; }
+wait_for 10 full || fail "protected frames of the victim not recorded: $(frames | jget 'len(j)')"
+before=$(frames)
+mv guard policy set --action move >/dev/null
+mv guard policy --json | jget "j['action']" | grep -qx move || fail "policy action move not applied"
+mv vm create att5 --memory 16M --workload writeprobe --seed 9 --wss 256K --fusion >/dev/null
+mv_event() { mv guard events --json | jget "any(e['suspect']=='att5' and e['action']=='move' and e['outcome'].startswith('ok') for e in j['events'])" | grep -q True; }
+wait_for 30 mv_event || fail "no move event with outcome ok: $(mv guard events)"
+e=$(mv guard events --json | jget "__import__('json').dumps([e for e in j['events'] if e['suspect']=='att5'][0])")
+log "event: $e"
+[ "$(jget "j['victim']" <<<"$e")" = victim ] || fail "move event without the victim: $e"
+log "move time: $(jget "j['outcome']" <<<"$e")"
+grep "guard: range .* of vm victim moved" "$T/daemon.log" || fail "no move log line"
+after=$(frames)
+python3 - "$before" "$after" <<'PY' || fail "the victim's frames did not all change"
+import json, sys
+b, a = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+assert b.keys() == a.keys(), (len(b), len(a))
+same = [g for g in b if b[g] == a[g]]
+assert not same, f"{len(same)} pages kept their frame: {same[:4]}"
+print(f"{len(a)} protected pages, every frame changed")
+PY
+mv vm verify victim >/dev/null || fail "verify victim after the move"
+for vm in victim att5; do
+  [ "$(vm_field $vm '["state"]')" = running ] || fail "$vm not running after the move"
+done
+ops=$(vm_field victim '["stats"]["ops_done"]')
+moving() { [ "$(vm_field victim '["stats"]["ops_done"]')" -gt "$ops" ]; }
+wait_for 10 moving || fail "the victim makes no progress after the move"
+mv vm verify victim >/dev/null || fail "verify victim later"
+mv vm rm --force att5 >/dev/null
 log "ok"

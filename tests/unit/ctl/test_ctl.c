@@ -46,6 +46,8 @@ static void test_roundtrip_every_type(void **st)
 	struct mv_ctl_status status = {.state = MV_VMM_PAUSED, .nvcpus = 4, .ops_done = 99};
 	strcpy(status.dirty_backend, "uffd-wp");
 	struct mv_ctl_verify v = {.ok = 1, .ops_done = 5};
+	struct mv_ctl_relocate rl = {.gpa = 1 << 20, .len = 1 << 20};
+	struct mv_ctl_relocate_reply rr = {.moved = 256, .elapsed_us = 900};
 	struct {
 		const char *name;
 		uint16_t type, flags;
@@ -60,6 +62,8 @@ static void test_roundtrip_every_type(void **st)
 		{"pause", MV_CTL_PAUSE, 0, NULL, 0, 0},
 		{"verify-reply", MV_CTL_VERIFY, MV_CTL_F_REPLY, &v, sizeof(v), 0},
 		{"stop", MV_CTL_STOP, 0, NULL, 0, 0},
+		{"relocate", MV_CTL_RELOCATE, 0, &rl, sizeof(rl), 0},
+		{"relocate-reply", MV_CTL_RELOCATE, MV_CTL_F_REPLY, &rr, sizeof(rr), 0},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct mv_ctl_msg m, d;
@@ -145,6 +149,16 @@ static void test_rejects_bad_payloads(void **st)
 	mv_ctl_msg_init(&m, MV_CTL_HELLO, &h, sizeof(h));
 	assert_int_equal(mv_ctl_validate_payload(&m, &err), -EPROTO);
 	mv_error_free(err);
+	/* RELOCATE: page-aligned, non-empty, no wrap-around. */
+	struct mv_ctl_relocate rl[] = {{.gpa = 4096, .len = 8192}, {.gpa = 1, .len = 4096},
+				       {.gpa = 0, .len = 0}, {.gpa = 0, .len = 100},
+				       {.gpa = ~0ULL << 12, .len = 8192}};
+	for (size_t i = 0; i < sizeof(rl) / sizeof(rl[0]); i++) {
+		err = NULL;
+		mv_ctl_msg_init(&m, MV_CTL_RELOCATE, &rl[i], sizeof(rl[i]));
+		assert_int_equal(mv_ctl_validate_payload(&m, &err), i == 0 ? 0 : -EPROTO);
+		mv_error_free(err);
+	}
 }
 
 static void test_fds_over_socket(void **st)
