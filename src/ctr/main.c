@@ -12,6 +12,7 @@
 #include <getopt.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +74,25 @@ static void hide_hybrid_cgroup2(void)
 		(void)umount2("/sys/fs/cgroup/unified", MNT_DETACH);
 }
 
+/* Whether "/" is a mount point here. Under chroot(2) it is not (mountinfo
+ * lists only mounts inside the root), and crun's first step, making "/"
+ * private, fails with EINVAL ("set propagation for `/`"). */
+static bool root_is_mount(void)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return true;
+	char line[4096];
+	bool found = false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		/* "id parent major:minor root mountpoint ..." */
+		char mp[8];
+		found = sscanf(line, "%*s %*s %*s %*s %7s", mp) == 1 && strcmp(mp, "/") == 0;
+	}
+	fclose(f);
+	return found;
+}
+
 /* Runs crun with args; out_fd gets its stdout and stderr (-1: /dev/null).
  * Returns the child's pid (wait=false) or its wait status (wait=true). */
 static pid_t run_crun(const struct ctr_spec *s, const char *const *args, int out_fd, bool own_ns,
@@ -94,9 +114,18 @@ static pid_t run_crun(const struct ctr_spec *s, const char *const *args, int out
 		dup2(out_fd >= 0 ? out_fd : nul, 2);
 		syscall(SYS_close_range, 3U, ~0U, 0U);
 		if (own_ns) {
-			if (unshare(CLONE_NEWNS) == 0 &&
-			    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0)
-				hide_hybrid_cgroup2();
+			if (unshare(CLONE_NEWNS) == 0) {
+				/* Under chroot, re-root (in this namespace only) at a
+				 * recursive bind of "/" so it is a mount point. */
+				char nr[PATH_MAX + 16];
+				path_of("hostroot", nr, sizeof(nr));
+				if (!root_is_mount() && (mkdir(nr, 0700) == 0 || errno == EEXIST) &&
+				    mount("/", nr, NULL, MS_BIND | MS_REC, NULL) == 0 &&
+				    chroot(nr) == 0)
+					(void)chdir("/");
+				if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0)
+					hide_hybrid_cgroup2();
+			}
 		}
 		sigset_t none;
 		sigemptyset(&none);
