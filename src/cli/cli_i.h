@@ -49,6 +49,11 @@ int mv_cli_call(const struct mv_cli *cli, const char *method, const char *path,
 		const json_t *body, long timeout_s, bool want_json,
 		struct mv_cli_resp *out) MV_MUST_CHECK;
 void mv_cli_resp_free(struct mv_cli_resp *r);
+/* GET path (JSON object answer). Returns -1 with the answer in *r (the
+ * caller prints and frees it); else, the answer printed as JSON when json,
+ * the exit status with *r already freed. */
+int mv_cli_get_or_print(const struct mv_cli *cli, const char *path, bool json,
+			struct mv_cli_resp *r);
 /* "/v1/vms/<escaped ref><suffix>", malloc'ed; NULL only on OOM. */
 char *mv_cli_vm_path(const char *ref, const char *suffix);
 
@@ -69,6 +74,14 @@ const char *mv_cli_jsize(const json_t *o, const char *key, char *buf, size_t len
 /* Prints "label:" padded to width, then the formatted value. */
 void mv_cli_kv(int width, const char *label, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* opts.c: parses --help (prints usage) and --json (sets *json; json NULL
+ * rejects it). Returns -1 to go on with the operands from argv[optind], else
+ * the exit status. */
+int mv_cli_json_opts(const char *cmd, const char *usage, int argc, char **argv, bool *json);
+/* After option parsing: argv[optind] must be sub and last (subs lists the
+ * command's subcommands for the error). -1 to go on, else MV_CLI_USAGE. */
+int mv_cli_only_sub(const char *cmd, const char *sub, const char *subs, int argc, char **argv);
 
 /* table.c */
 struct mv_table;

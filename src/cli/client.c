@@ -266,6 +266,19 @@ void mv_cli_resp_free(struct mv_cli_resp *r)
 	memset(r, 0, sizeof(*r));
 }
 
+int mv_cli_get_or_print(const struct mv_cli *cli, const char *path, bool json,
+			struct mv_cli_resp *r)
+{
+	int ret = MV_CLI_FAIL;
+	if (mv_cli_call(cli, "GET", path, NULL, MV_CLI_TIMEOUT_SHORT, true, r) == 0) {
+		if (!json)
+			return -1;
+		ret = mv_cli_print_json(r->json);
+	}
+	mv_cli_resp_free(r);
+	return ret;
+}
+
 char *mv_cli_vm_path(const char *ref, const char *suffix)
 {
 	/* A ref is a name or an id, but it comes from the user: escape it so

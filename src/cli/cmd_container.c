@@ -243,15 +243,9 @@ static int ctr_ls(const struct mv_cli *cli, bool json)
 	static const char *const hdr[] = {"ID", "NAME", "IMAGE", "STATE", "EXIT", "PID", "COMMAND"};
 	static const bool right[] = {false, false, false, false, true, true, false};
 	struct mv_cli_resp r;
-	if (mv_cli_call(cli, "GET", "/v1/containers", NULL, MV_CLI_TIMEOUT_SHORT, true, &r)) {
-		mv_cli_resp_free(&r);
-		return MV_CLI_FAIL;
-	}
-	if (json) {
-		int ret = mv_cli_print_json(r.json);
-		mv_cli_resp_free(&r);
-		return ret ? MV_CLI_FAIL : MV_CLI_OK;
-	}
+	int ret = mv_cli_get_or_print(cli, "/v1/containers", json, &r);
+	if (ret >= 0)
+		return ret;
 	struct mv_table *t = mv_table_new(7, hdr, right);
 	size_t i;
 	json_t *c;

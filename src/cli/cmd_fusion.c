@@ -1,7 +1,5 @@
 /* `memvisor fusion status`: the page-fusion scanner's figures (GET /v1/fusion):
  * pages shared and sharing, memory saved, scans, merges, copy-on-write breaks. */
-#include <getopt.h>
-#include <string.h>
 #include "memvisor/util.h"
 #include "cli_i.h"
 
@@ -25,44 +23,13 @@ static void kv_num(const json_t *o, const char *key, const char *label)
 
 int mv_cli_cmd_fusion(const struct mv_cli *cli, int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"help", no_argument, NULL, 'h'},
-		{"json", no_argument, NULL, 'j'},
-		{NULL, 0, NULL, 0},
-	};
-	bool json = false;
-	int c;
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-		if (c == 'h') {
-			fputs(fusion_usage, stdout);
-			return MV_CLI_OK;
-		}
-		if (c == 'j') {
-			json = true;
-			continue;
-		}
-		return mv_cli_getopt_err("fusion", c, argv);
-	}
-	if (optind >= argc)
-		return mv_cli_usage_err("fusion", "missing subcommand (status)");
-	if (strcmp(argv[optind], "status") != 0)
-		return mv_cli_usage_err("fusion", "unknown subcommand '%s'", argv[optind]);
-	if (optind + 1 < argc)
-		return mv_cli_usage_err("fusion", "unexpected argument '%s'", argv[optind + 1]);
-
-	struct mv_cli_resp r = {0};
-	if (mv_cli_call(cli, "GET", "/v1/fusion", NULL, MV_CLI_TIMEOUT_SHORT, true, &r)) {
-		mv_cli_resp_free(&r);
-		return MV_CLI_FAIL;
-	}
-	int ret = MV_CLI_OK;
-	if (json) {
-		ret = mv_cli_print_json(r.json);
-		mv_cli_resp_free(&r);
+	bool json;
+	int ret = mv_cli_json_opts("fusion", fusion_usage, argc, argv, &json);
+	if (ret >= 0 || (ret = mv_cli_only_sub("fusion", "status", "status", argc, argv)) >= 0)
 		return ret;
-	}
+	struct mv_cli_resp r;
+	if ((ret = mv_cli_get_or_print(cli, "/v1/fusion", json, &r)) >= 0)
+		return ret;
 	const json_t *o = r.json;
 	const json_t *en = json_object_get(o, "enabled");
 	mv_cli_kv(KV_W, "enabled", "%s", json_is_true(en) ? "yes" : "no");
@@ -82,5 +49,5 @@ int mv_cli_cmd_fusion(const struct mv_cli *cli, int argc, char **argv)
 	kv_num(o, "cow_breaks", "cow breaks");
 	kv_num(o, "unfused", "unfused");
 	mv_cli_resp_free(&r);
-	return ret;
+	return MV_CLI_OK;
 }

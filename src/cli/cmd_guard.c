@@ -77,14 +77,11 @@ static int sens_add(const struct mv_cli *cli, const char *ref, const char *gpa, 
 static int sens_ls(const struct mv_cli *cli, const char *ref, bool json)
 {
 	char *path = mv_cli_vm_path(ref, "/sensitive");
-	struct mv_cli_resp r = {0};
-	int ret = MV_CLI_FAIL;
-	if (!path || mv_cli_call(cli, "GET", path, NULL, MV_CLI_TIMEOUT_SHORT, true, &r))
-		goto out;
-	if (json) {
-		ret = mv_cli_print_json(r.json);
-		goto out;
-	}
+	struct mv_cli_resp r;
+	int ret = path ? mv_cli_get_or_print(cli, path, json, &r) : MV_CLI_FAIL;
+	free(path);
+	if (ret >= 0)
+		return ret;
 	static const char *const hdr[] = {"ID", "GPA", "LEN", "RESIDENT", "LOCKED", "RUNS", "FIRST PFN"};
 	static const bool right[] = {true, false, true, true, false, true, false};
 	struct mv_table *t = mv_table_new(7, hdr, right);
@@ -118,11 +115,8 @@ static int sens_ls(const struct mv_cli *cli, const char *ref, bool json)
 	}
 	mv_table_print(t, stdout);
 	mv_table_free(t);
-	ret = MV_CLI_OK;
-out:
 	mv_cli_resp_free(&r);
-	free(path);
-	return ret;
+	return MV_CLI_OK;
 }
 
 static int sens_rm(const struct mv_cli *cli, const char *ref, const char *id)
@@ -185,10 +179,6 @@ int mv_cli_cmd_vm_sensitive(const struct mv_cli *cli, int argc, char **argv)
 
 int mv_cli_cmd_guard(const struct mv_cli *cli, int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"help", no_argument, NULL, 'h'}, {"json", no_argument, NULL, 'j'},
-		{NULL, 0, NULL, 0},
-	};
 	for (int i = 1; i < argc; i++) {
 		if (argv[i][0] == '-')
 			continue;
@@ -196,35 +186,14 @@ int mv_cli_cmd_guard(const struct mv_cli *cli, int argc, char **argv)
 			return mv_cli_cmd_guard_detect(cli, argv[i], argc, argv);
 		break;
 	}
-	bool json = false;
-	int c;
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-		if (c == 'h') {
-			fputs(guard_usage, stdout);
-			return MV_CLI_OK;
-		}
-		if (c != 'j')
-			return mv_cli_getopt_err("guard", c, argv);
-		json = true;
-	}
-	if (optind >= argc)
-		return mv_cli_usage_err("guard", "missing subcommand (status, events, policy)");
-	if (strcmp(argv[optind], "status") != 0)
-		return mv_cli_usage_err("guard", "unknown subcommand '%s'", argv[optind]);
-	if (optind + 1 < argc)
-		return mv_cli_usage_err("guard", "unexpected argument '%s'", argv[optind + 1]);
-	struct mv_cli_resp r = {0};
-	if (mv_cli_call(cli, "GET", "/v1/guard", NULL, MV_CLI_TIMEOUT_SHORT, true, &r)) {
-		mv_cli_resp_free(&r);
-		return MV_CLI_FAIL;
-	}
-	if (json) {
-		int ret = mv_cli_print_json(r.json);
-		mv_cli_resp_free(&r);
+	bool json;
+	int ret = mv_cli_json_opts("guard", guard_usage, argc, argv, &json);
+	if (ret >= 0 ||
+	    (ret = mv_cli_only_sub("guard", "status", "status, events, policy", argc, argv)) >= 0)
 		return ret;
-	}
+	struct mv_cli_resp r;
+	if ((ret = mv_cli_get_or_print(cli, "/v1/guard", json, &r)) >= 0)
+		return ret;
 	long long v;
 	static const char *const keys[][2] = {
 		{"ranges", "ranges"}, {"protected_pages", "protected pages"}, {"checks", "checks"},

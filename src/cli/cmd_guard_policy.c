@@ -38,16 +38,10 @@ static const char policy_usage[] =
 
 static int events(const struct mv_cli *cli, bool json)
 {
-	struct mv_cli_resp r = {0};
-	if (mv_cli_call(cli, "GET", "/v1/guard/events", NULL, MV_CLI_TIMEOUT_SHORT, true, &r)) {
-		mv_cli_resp_free(&r);
-		return MV_CLI_FAIL;
-	}
-	if (json) {
-		int ret = mv_cli_print_json(r.json);
-		mv_cli_resp_free(&r);
+	struct mv_cli_resp r;
+	int ret = mv_cli_get_or_print(cli, "/v1/guard/events", json, &r);
+	if (ret >= 0)
 		return ret;
-	}
 	const json_t *arr = json_object_get(r.json, "events");
 	if (json_array_size(arr) == 0)
 		printf("no detections\n");
@@ -221,23 +215,10 @@ int mv_cli_cmd_guard_detect(const struct mv_cli *cli, const char *sub, int argc,
 {
 	if (strcmp(sub, "policy") == 0)
 		return policy(cli, argc, argv);
-	static const struct option opts[] = {
-		{"help", no_argument, NULL, 'h'}, {"json", no_argument, NULL, 'j'},
-		{NULL, 0, NULL, 0},
-	};
-	bool json = false;
-	int c;
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-		if (c == 'h') {
-			fputs(events_usage, stdout);
-			return MV_CLI_OK;
-		}
-		if (c != 'j')
-			return mv_cli_getopt_err("guard events", c, argv);
-		json = true;
-	}
+	bool json;
+	int ret = mv_cli_json_opts("guard events", events_usage, argc, argv, &json);
+	if (ret >= 0)
+		return ret;
 	if (optind + 1 < argc)
 		return mv_cli_usage_err("guard events", "unexpected argument '%s'", argv[optind + 1]);
 	return events(cli, json);

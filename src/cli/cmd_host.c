@@ -1,7 +1,6 @@
 /* `memvisor host` (GET /v1/host: capacity, usage, kernel features) and
  * `memvisor metrics` (GET /metrics, Prometheus text passed through raw). */
 #include <errno.h>
-#include <getopt.h>
 #include <string.h>
 #include <unistd.h>
 #include "memvisor/util.h"
@@ -25,30 +24,10 @@ static const char metrics_usage[] =
 /* Parses [--json] (when json != NULL) and --help; -1 to go on, else exit status. */
 static int parse_simple(int argc, char **argv, const char *cmd, const char *usage, bool *json)
 {
-	static const struct option opts[] = {
-		{"help", no_argument, NULL, 'h'},
-		{"json", no_argument, NULL, 'j'},
-		{NULL, 0, NULL, 0},
-	};
-	int c;
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-		if (c == 'h') {
-			fputs(usage, stdout);
-			return MV_CLI_OK;
-		}
-		if (c == 'j' && json) {
-			*json = true;
-			continue;
-		}
-		if (c == 'j')
-			return mv_cli_usage_err(cmd, "unknown option '--json'");
-		return mv_cli_getopt_err(cmd, c, argv);
-	}
-	if (optind < argc)
+	int ret = mv_cli_json_opts(cmd, usage, argc, argv, json);
+	if (ret < 0 && optind < argc)
 		return mv_cli_usage_err(cmd, "unexpected argument '%s'", argv[optind]);
-	return -1;
+	return ret;
 }
 
 static void kv_size(const json_t *h, const char *key, const char *label)
@@ -61,22 +40,13 @@ static void kv_size(const json_t *h, const char *key, const char *label)
 
 int mv_cli_cmd_host(const struct mv_cli *cli, int argc, char **argv)
 {
-	struct mv_cli_resp r = {0};
-	bool json = false;
+	struct mv_cli_resp r;
+	bool json;
 	long long v, cap, used;
 	char sz[32];
 	int ret = parse_simple(argc, argv, "host", host_usage, &json);
-	if (ret >= 0)
+	if (ret >= 0 || (ret = mv_cli_get_or_print(cli, "/v1/host", json, &r)) >= 0)
 		return ret;
-	if (mv_cli_call(cli, "GET", "/v1/host", NULL, MV_CLI_TIMEOUT_SHORT, true, &r)) {
-		mv_cli_resp_free(&r);
-		return MV_CLI_FAIL;
-	}
-	if (json) {
-		ret = mv_cli_print_json(r.json);
-		mv_cli_resp_free(&r);
-		return ret;
-	}
 	const json_t *h = r.json;
 	mv_cli_kv(KV_W, "version", "%s", mv_cli_jstr(h, "version", "-"));
 	mv_cli_kv(KV_W, "hostname", "%s", mv_cli_jstr(h, "hostname", "-"));

@@ -117,15 +117,9 @@ static int image_ls(const struct mv_cli *cli, bool json)
 	static const char *const hdr[] = {"NAME", "STATE", "LAYERS", "SIZE", "CONTAINERS", "MANIFEST"};
 	static const bool right[] = {false, false, true, true, true, false};
 	struct mv_cli_resp r;
-	if (mv_cli_call(cli, "GET", "/v1/images", NULL, MV_CLI_TIMEOUT_SHORT, true, &r)) {
-		mv_cli_resp_free(&r);
-		return MV_CLI_FAIL;
-	}
-	if (json) {
-		int ret = mv_cli_print_json(r.json);
-		mv_cli_resp_free(&r);
-		return ret ? MV_CLI_FAIL : MV_CLI_OK;
-	}
+	int ret = mv_cli_get_or_print(cli, "/v1/images", json, &r);
+	if (ret >= 0)
+		return ret;
 	struct mv_table *t = mv_table_new(6, hdr, right);
 	size_t i;
 	json_t *im;
@@ -169,21 +163,9 @@ static int image_rm(const struct mv_cli *cli, const char *name)
 static int parse(int argc, char **argv, const char *cmd, const char *usage, int min, int max,
 		 bool *json)
 {
-	static const struct option opts[] = {{"help", no_argument, NULL, 'h'},
-					     {"json", no_argument, NULL, 'j'}, {0}};
-	int c;
-	*json = false;
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-		if (c == 'h') {
-			fputs(usage, stdout);
-			return MV_CLI_OK;
-		}
-		if (c != 'j')
-			return mv_cli_getopt_err(cmd, c, argv);
-		*json = true;
-	}
+	int ret = mv_cli_json_opts(cmd, usage, argc, argv, json);
+	if (ret >= 0)
+		return ret;
 	int n = argc - optind;
 	if (n < min)
 		return mv_cli_usage_err(cmd, "missing argument");
@@ -307,16 +289,11 @@ int mv_cli_cmd_cache(const struct mv_cli *cli, int argc, char **argv)
 		if ((ret = parse(argc - 1, argv + 1, "cache status", cache_usage, 0, 0, &json)) >= 0)
 			return ret;
 		struct mv_cli_resp r;
-		if (mv_cli_call(cli, "GET", "/v1/cache", NULL, MV_CLI_TIMEOUT_SHORT, true, &r)) {
-			mv_cli_resp_free(&r);
-			return MV_CLI_FAIL;
-		}
-		if (json)
-			ret = mv_cli_print_json(r.json);
-		else
-			print_cache(r.json);
+		if ((ret = mv_cli_get_or_print(cli, "/v1/cache", json, &r)) >= 0)
+			return ret;
+		print_cache(r.json);
 		mv_cli_resp_free(&r);
-		return ret ? MV_CLI_FAIL : MV_CLI_OK;
+		return MV_CLI_OK;
 	}
 	return mv_cli_usage_err("cache", "unknown subcommand '%s'", argv[1]);
 }
