@@ -74,6 +74,19 @@ static inline void api_fail(struct api_resp *out, int r, struct mv_error *e)
 	mv_error_free(e);
 }
 
+/* reply.c: r < 0 answers the backend's error e; else status with json
+ * (consumed; NULL is out of memory: 500). e is freed either way. */
+void api_reply(struct api_resp *out, int r, struct mv_error *e, int status, char *json);
+/* The same with 204 and no body on success. */
+void api_reply_empty(struct api_resp *out, int r, struct mv_error *e);
+/* ?force=true|false|1|0 (absent: false); a bad value answers 400 and returns -EINVAL. */
+int api_parse_force(const struct api_req *rq, bool *force, struct api_resp *out);
+/* DELETE of ref with ?force=: del is the backend's callback (fn names it
+ * for the 500 when it is missing); answers 204. */
+typedef int (*api_delete_fn)(void *ctx, const char *ref, bool force, struct mv_error **err);
+void api_delete_forced(api_delete_fn del, const char *fn, void *ctx, const char *ref,
+		       const struct api_req *rq, struct api_resp *out);
+
 /* routes.c: the handlers; ref already validated. */
 void api_vm_list(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
 void api_vm_create(const struct mv_api_backend *be, void *ctx, const struct api_req *rq,
@@ -104,8 +117,6 @@ void api_guard_events(const struct mv_api_backend *be, void *ctx, struct api_res
 void api_guard_policy(const struct mv_api_backend *be, void *ctx, const struct api_req *rq,
 		      bool set, struct api_resp *out);
 void api_metrics(const struct mv_api_backend *be, void *ctx, struct api_resp *out);
-/* ?force=true|false|1|0 (absent: false); a bad value answers 400 and returns -EINVAL. */
-int api_parse_force(const struct api_req *rq, bool *force, struct api_resp *out);
 /* routes_ctr.c: images, containers and the shared cache. */
 void api_image_pull(const struct mv_api_backend *be, void *ctx, const struct api_req *rq,
 		    struct api_resp *out);
@@ -143,12 +154,19 @@ json_t *api_ctr_json(const struct mv_ctr_info *c);
 /* {"data": base64 of the bytes, "offset", "next_offset", "size", "exited"} */
 char *api_encode_ctr_logs(const struct mv_ctr_logs *l);
 
+/* encode.c: a JSON array of elem(v[i]) for n elements of size bytes each
+ * (NULL on OOM), and {"key": that array} as compact text. */
+typedef json_t *(*api_elem_fn)(const void *elem);
+json_t *api_json_list(const void *v, size_t n, size_t size, api_elem_fn elem);
+char *api_encode_list(const char *key, const void *v, size_t n, size_t size, api_elem_fn elem);
 /* encode.c */
 json_t *api_vm_json(const struct mv_vm_info *vm);
 char *api_encode_upgrade(const char *vmm, const struct mv_handover_result *r, size_t n);
 /* A JSON string from at most max bytes of s; bytes that are not printable
  * ASCII become '?' when s is not valid UTF-8 (backend text is not trusted). */
 json_t *api_jstr(const char *s, size_t max);
+/* api_jstr of a fixed-size char array member. */
+#define JSTR(field) api_jstr((field), sizeof(field))
 const char *api_backing_name(unsigned b);
 int api_backing_parse(const char *s);
 

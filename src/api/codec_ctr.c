@@ -195,8 +195,6 @@ int mv_api_decode_prepopulate(const char *body, size_t len, char ***refs, size_t
 	return r;
 }
 
-#define JSTR(field) api_jstr((field), sizeof(field))
-
 json_t *api_image_json(const struct mv_image_status *im)
 {
 	json_t *o = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:I}",

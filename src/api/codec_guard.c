@@ -42,10 +42,9 @@ int mv_api_decode_sensitive(const char *body, size_t len, uint64_t *gpa, uint64_
 	return r;
 }
 
-#define JSTR(field) api_jstr((field), sizeof(field))
-
-static json_t *range_json(const struct mv_sensitive_range *r)
+static json_t *range_json(const void *elem)
 {
+	const struct mv_sensitive_range *r = elem;
 	json_t *runs = json_array();
 	for (uint32_t i = 0; runs && i < r->nruns && i < MV_SENSITIVE_RUNS_MAX; i++)
 		json_array_append_new(runs, json_pack("{s:o, s:o, s:o}", "gpa", api_ju(r->runs[i].gpa),
@@ -67,32 +66,22 @@ char *mv_api_encode_sensitive(const struct mv_sensitive_range *r)
 
 char *mv_api_encode_sensitive_list(const struct mv_sensitive_range *r, size_t n)
 {
-	json_t *arr = json_array();
-	for (size_t i = 0; arr && i < n; i++) {
-		json_t *o = range_json(&r[i]);
-		if (!o || json_array_append_new(arr, o) < 0) {
-			json_decref(arr);
-			arr = NULL;
-		}
-	}
-	return arr ? api_dump(json_pack("{s:o}", "ranges", arr)) : NULL;
+	return api_encode_list("ranges", r, n, sizeof(*r), range_json);
+}
+
+static json_t *finding_json(const void *elem)
+{
+	const struct mv_guard_finding_info *f = elem;
+	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:{s:o, s:o, s:o, s:o}}", "range",
+			 api_ju(f->range_id), "vm", JSTR(f->vm), "other_vm", JSTR(f->other_vm),
+			 "kind", JSTR(f->kind), "pages", api_ju(f->pages), "example", "gpa",
+			 api_ju(f->gpa), "pfn", api_ju(f->pfn), "other_gpa", api_ju(f->other_gpa),
+			 "other_pfn", api_ju(f->other_pfn));
 }
 
 char *mv_api_encode_guard(const struct mv_guard_info *g)
 {
-	json_t *arr = json_array();
-	for (size_t i = 0; arr && g->findings && i < g->nfindings; i++) {
-		const struct mv_guard_finding_info *f = &g->findings[i];
-		json_t *o = json_pack("{s:o, s:o, s:o, s:o, s:o, s:{s:o, s:o, s:o, s:o}}", "range",
-				      api_ju(f->range_id), "vm", JSTR(f->vm), "other_vm",
-				      JSTR(f->other_vm), "kind", JSTR(f->kind), "pages",
-				      api_ju(f->pages), "example", "gpa", api_ju(f->gpa), "pfn", api_ju(f->pfn),
-				      "other_gpa", api_ju(f->other_gpa), "other_pfn", api_ju(f->other_pfn));
-		if (!o || json_array_append_new(arr, o) < 0) {
-			json_decref(arr);
-			arr = NULL;
-		}
-	}
+	json_t *arr = api_json_list(g->findings, g->nfindings, sizeof(*g->findings), finding_json);
 	if (!arr)
 		return NULL;
 	return api_dump(json_pack("{s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o}", "colours",

@@ -134,20 +134,18 @@ int mv_api_decode_guard_policy(const char *body, size_t len, struct mv_guard_pol
 	return r;
 }
 
+static json_t *deny_json(const void *elem)
+{
+	const struct mv_guard_deny *d = elem;
+	char h[17];
+	snprintf(h, sizeof(h), "%016llx", (unsigned long long)d->xxh3);
+	return json_pack("{s:o, s:s}", "name", JSTR(d->name), "xxh3", h);
+}
+
 char *mv_api_encode_guard_policy(const struct mv_guard_policy *p)
 {
-	json_t *deny = json_array();
-	for (uint32_t i = 0; deny && i < p->ndeny && i < MV_GUARD_DENY_MAX; i++) {
-		char h[17];
-		snprintf(h, sizeof(h), "%016llx", (unsigned long long)p->deny[i].xxh3);
-		json_t *e = json_pack("{s:o, s:s}", "name", api_jstr(p->deny[i].name,
-								      sizeof(p->deny[i].name)),
-				      "xxh3", h);
-		if (!e || json_array_append_new(deny, e) < 0) {
-			json_decref(deny);
-			deny = NULL;
-		}
-	}
+	size_t n = p->ndeny < MV_GUARD_DENY_MAX ? p->ndeny : MV_GUARD_DENY_MAX;
+	json_t *deny = api_json_list(p->deny, n, sizeof(p->deny[0]), deny_json);
 	if (!deny)
 		return NULL;
 	return api_dump(json_pack("{s:b, s:s, s:I, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I}, s:o}", "detect",
@@ -160,26 +158,18 @@ char *mv_api_encode_guard_policy(const struct mv_guard_policy *p)
 			      "deny", deny));
 }
 
-#define JSTR(field) api_jstr((field), sizeof(field))
+static json_t *event_json(const void *elem)
+{
+	const struct mv_guard_event_info *e = elem;
+	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:{s:o, s:o, s:o}, s:f}",
+			 "id", api_ju(e->id), "time_ms", api_ju(e->time_ms), "suspect",
+			 JSTR(e->suspect), "victim", JSTR(e->victim), "signal", JSTR(e->signal),
+			 "action", JSTR(e->action), "outcome", JSTR(e->outcome), "rule",
+			 JSTR(e->rule), "evidence", "count", api_ju(e->evidence), "of",
+			 api_ju(e->evidence_of), "gpa", api_ju(e->gpa), "latency_ms", e->latency_ms);
+}
 
 char *mv_api_encode_guard_events(const struct mv_guard_event_info *e, size_t n)
 {
-	json_t *arr = json_array();
-	for (size_t i = 0; arr && e && i < n; i++) {
-		json_t *o = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:{s:o, s:o, s:o},"
-				      " s:f}",
-				      "id", api_ju(e[i].id), "time_ms", api_ju(e[i].time_ms), "suspect",
-				      JSTR(e[i].suspect), "victim", JSTR(e[i].victim), "signal",
-				      JSTR(e[i].signal), "action", JSTR(e[i].action), "outcome",
-				      JSTR(e[i].outcome), "rule", JSTR(e[i].rule), "evidence",
-				      "count", api_ju(e[i].evidence), "of", api_ju(e[i].evidence_of), "gpa",
-				      api_ju(e[i].gpa), "latency_ms", e[i].latency_ms);
-		if (!o || json_array_append_new(arr, o) < 0) {
-			json_decref(arr);
-			arr = NULL;
-		}
-	}
-	if (!arr)
-		return NULL;
-	return api_dump(json_pack("{s:o}", "events", arr));
+	return api_encode_list("events", e, n, sizeof(*e), event_json);
 }

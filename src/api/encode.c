@@ -53,8 +53,23 @@ json_t *api_jstr(const char *s, size_t max)
 	return j;
 }
 
-/* JSON integers are signed 64-bit; clamp so a huge counter never turns negative. */
-#define JSTR(field) api_jstr((field), sizeof(field))
+json_t *api_json_list(const void *v, size_t n, size_t size, api_elem_fn elem)
+{
+	json_t *arr = json_array();
+	for (size_t i = 0; arr && v && i < n; i++) {
+		if (json_array_append_new(arr, elem((const char *)v + i * size)) < 0) {
+			json_decref(arr);
+			arr = NULL;
+		}
+	}
+	return arr;
+}
+
+char *api_encode_list(const char *key, const void *v, size_t n, size_t size, api_elem_fn elem)
+{
+	json_t *arr = api_json_list(v, n, size, elem);
+	return arr ? api_dump(json_pack("{s:o}", key, arr)) : NULL;
+}
 
 static json_t *workload_json(const struct mv_wl_params *w)
 {

@@ -6,6 +6,11 @@
 #include <string.h>
 #include "api_i.h"
 
+static json_t *vm_elem(const void *vm)
+{
+	return api_vm_json(vm);
+}
+
 void api_vm_list(const struct mv_api_backend *be, void *ctx, struct api_resp *out)
 {
 	struct mv_vm_info *vms = NULL;
@@ -13,23 +18,8 @@ void api_vm_list(const struct mv_api_backend *be, void *ctx, struct api_resp *ou
 	struct mv_error *e = NULL;
 	API_NEED(be, vm_list, out);
 	int r = be->vm_list(ctx, &vms, &n, &e);
-	if (r < 0) {
-		free(vms);
-		api_fail(out, r, e);
-		return;
-	}
-	mv_error_free(e);
-	json_t *arr = json_array();
-	for (size_t i = 0; arr && vms && i < n; i++) {
-		if (json_array_append_new(arr, api_vm_json(&vms[i])) < 0) {
-			json_decref(arr);
-			arr = NULL;
-		}
-	}
+	api_reply(out, r, e, 200, r < 0 ? NULL : api_encode_list("vms", vms, n, sizeof(*vms), vm_elem));
 	free(vms);
-	json_t *o = arr ? json_pack("{s:o}", "vms", arr) : NULL;
-	api_resp_json(out, 200, o ? json_dumps(o, JSON_COMPACT) : NULL);
-	json_decref(o);
 }
 
 void api_vm_create(const struct mv_api_backend *be, void *ctx, const struct api_req *rq,
@@ -46,12 +36,7 @@ void api_vm_create(const struct mv_api_backend *be, void *ctx, const struct api_
 	API_NEED(be, vm_create, out);
 	memset(&vm, 0, sizeof(vm));
 	r = be->vm_create(ctx, &spec, &vm, &e);
-	if (r < 0) {
-		api_fail(out, r, e);
-		return;
-	}
-	mv_error_free(e);
-	api_resp_json(out, 201, mv_api_encode_vm(&vm));
+	api_reply(out, r, e, 201, r < 0 ? NULL : mv_api_encode_vm(&vm));
 }
 
 void api_vm_get(const struct mv_api_backend *be, void *ctx, const char *ref, struct api_resp *out)
@@ -61,49 +46,13 @@ void api_vm_get(const struct mv_api_backend *be, void *ctx, const char *ref, str
 	API_NEED(be, vm_get, out);
 	memset(&vm, 0, sizeof(vm));
 	int r = be->vm_get(ctx, ref, &vm, &e);
-	if (r < 0) {
-		api_fail(out, r, e);
-		return;
-	}
-	mv_error_free(e);
-	api_resp_json(out, 200, mv_api_encode_vm(&vm));
-}
-
-/* ?force=true|false|1|0; absent means false; anything else is a 400. */
-int api_parse_force(const struct api_req *rq, bool *force, struct api_resp *out)
-{
-	const char *v = NULL;
-	*force = false;
-	if (!rq->query || !rq->query(rq->qctx, "force", &v))
-		return 0;
-	if (v && (strcmp(v, "true") == 0 || strcmp(v, "1") == 0)) {
-		*force = true;
-		return 0;
-	}
-	if (v && (strcmp(v, "false") == 0 || strcmp(v, "0") == 0))
-		return 0;
-	api_resp_error(out, 400, -EINVAL, "force", "force must be true, false, 1 or 0");
-	return -EINVAL;
+	api_reply(out, r, e, 200, r < 0 ? NULL : mv_api_encode_vm(&vm));
 }
 
 void api_vm_delete(const struct mv_api_backend *be, void *ctx, const char *ref,
 		   const struct api_req *rq, struct api_resp *out)
 {
-	bool force;
-	struct mv_error *e = NULL;
-	if (api_parse_force(rq, &force, out) < 0)
-		return;
-	API_NEED(be, vm_delete, out);
-	int r = be->vm_delete(ctx, ref, force, &e);
-	if (r < 0) {
-		api_fail(out, r, e);
-		return;
-	}
-	mv_error_free(e);
-	out->status = 204;
-	out->content_type = "application/json";
-	out->body = NULL;
-	out->len = 0;
+	api_delete_forced(be->vm_delete, "vm_delete", ctx, ref, rq, out);
 }
 
 void api_vm_action(const struct mv_api_backend *be, void *ctx, const char *ref,
@@ -114,12 +63,7 @@ void api_vm_action(const struct mv_api_backend *be, void *ctx, const char *ref,
 	API_NEED(be, vm_action, out);
 	memset(&vm, 0, sizeof(vm));
 	int r = be->vm_action(ctx, ref, a, &vm, &e);
-	if (r < 0) {
-		api_fail(out, r, e);
-		return;
-	}
-	mv_error_free(e);
-	api_resp_json(out, 200, mv_api_encode_vm(&vm));
+	api_reply(out, r, e, 200, r < 0 ? NULL : mv_api_encode_vm(&vm));
 }
 
 void api_vm_verify(const struct mv_api_backend *be, void *ctx, const char *ref,
@@ -130,12 +74,7 @@ void api_vm_verify(const struct mv_api_backend *be, void *ctx, const char *ref,
 	API_NEED(be, vm_verify, out);
 	memset(&vr, 0, sizeof(vr));
 	int r = be->vm_verify(ctx, ref, &vr, &e);
-	if (r < 0) {
-		api_fail(out, r, e);
-		return;
-	}
-	mv_error_free(e);
-	api_resp_json(out, 200, mv_api_encode_verify(&vr));
+	api_reply(out, r, e, 200, r < 0 ? NULL : mv_api_encode_verify(&vr));
 }
 
 void api_vm_migrate(const struct mv_api_backend *be, void *ctx, const char *ref,
@@ -154,15 +93,9 @@ void api_vm_migrate(const struct mv_api_backend *be, void *ctx, const char *ref,
 	struct mv_vm_info vm;
 	memset(&vm, 0, sizeof(vm));
 	r = be->vm_migrate(ctx, ref, &req, &res, &vm, &e);
-	if (r < 0) {
-		api_fail(out, r, e);
-		return;
-	}
-	mv_error_free(e);
-	if (req.local)
-		api_resp_json(out, 200, mv_api_encode_handover(&res));
-	else
-		api_resp_json(out, 202, mv_api_encode_vm(&vm));
+	/* Local: the handover's figures; remote: the VM, now migrating. */
+	char *json = r < 0 ? NULL : req.local ? mv_api_encode_handover(&res) : mv_api_encode_vm(&vm);
+	api_reply(out, r, e, req.local ? 200 : 202, json);
 }
 
 void api_upgrade(const struct mv_api_backend *be, void *ctx, const struct api_req *rq,
@@ -179,13 +112,7 @@ void api_upgrade(const struct mv_api_backend *be, void *ctx, const struct api_re
 	}
 	API_NEED(be, upgrade, out);
 	r = be->upgrade(ctx, vmm, &res, &n, &e);
-	if (r < 0) {
-		free(res);
-		api_fail(out, r, e);
-		return;
-	}
-	mv_error_free(e);
-	api_resp_json(out, 200, api_encode_upgrade(vmm, res, n));
+	api_reply(out, r, e, 200, r < 0 ? NULL : api_encode_upgrade(vmm, res, n));
 	free(res);
 }
 
@@ -196,12 +123,7 @@ void api_host_get(const struct mv_api_backend *be, void *ctx, struct api_resp *o
 	API_NEED(be, host_get, out);
 	memset(&h, 0, sizeof(h));
 	int r = be->host_get(ctx, &h, &e);
-	if (r < 0) {
-		api_fail(out, r, e);
-		return;
-	}
-	mv_error_free(e);
-	api_resp_json(out, 200, mv_api_encode_host(&h));
+	api_reply(out, r, e, 200, r < 0 ? NULL : mv_api_encode_host(&h));
 }
 
 void api_fusion_get(const struct mv_api_backend *be, void *ctx, struct api_resp *out)
@@ -211,12 +133,7 @@ void api_fusion_get(const struct mv_api_backend *be, void *ctx, struct api_resp 
 	API_NEED(be, fusion_get, out);
 	memset(&f, 0, sizeof(f));
 	int r = be->fusion_get(ctx, &f, &e);
-	if (r < 0) {
-		api_fail(out, r, e);
-		return;
-	}
-	mv_error_free(e);
-	api_resp_json(out, 200, mv_api_encode_fusion(&f));
+	api_reply(out, r, e, 200, r < 0 ? NULL : mv_api_encode_fusion(&f));
 }
 
 void api_metrics(const struct mv_api_backend *be, void *ctx, struct api_resp *out)

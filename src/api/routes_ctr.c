@@ -8,15 +8,14 @@
 
 #define LOGS_WAIT_MAX_MS 60000
 
-static void ok_or_fail(struct api_resp *out, int r, struct mv_error *e, int status, char *json)
+static json_t *image_elem(const void *im)
 {
-	if (r < 0) {
-		free(json);
-		api_fail(out, r, e);
-		return;
-	}
-	mv_error_free(e);
-	api_resp_json(out, status, json);
+	return api_image_json(im);
+}
+
+static json_t *ctr_elem(const void *c)
+{
+	return api_ctr_json(c);
 }
 
 void api_image_pull(const struct mv_api_backend *be, void *ctx, const struct api_req *rq,
@@ -36,7 +35,7 @@ void api_image_pull(const struct mv_api_backend *be, void *ctx, const struct api
 		return;
 	}
 	r = be->image_pull(ctx, ref, im, &e);
-	ok_or_fail(out, r, e, 202, r < 0 ? NULL : mv_api_encode_image(im));
+	api_reply(out, r, e, 202, r < 0 ? NULL : mv_api_encode_image(im));
 	free(im);
 }
 
@@ -47,13 +46,8 @@ void api_image_list(const struct mv_api_backend *be, void *ctx, struct api_resp 
 	struct mv_error *e = NULL;
 	API_NEED(be, image_list, out);
 	int r = be->image_list(ctx, &v, &n, &e);
-	json_t *arr = r < 0 ? NULL : json_array();
-	for (size_t i = 0; arr && v && i < n; i++)
-		json_array_append_new(arr, api_image_json(&v[i]));
+	api_reply(out, r, e, 200, r < 0 ? NULL : api_encode_list("images", v, n, sizeof(*v), image_elem));
 	free(v);
-	json_t *o = arr ? json_pack("{s:o}", "images", arr) : NULL;
-	ok_or_fail(out, r, e, 200, o ? json_dumps(o, JSON_COMPACT) : NULL);
-	json_decref(o);
 }
 
 void api_image_get(const struct mv_api_backend *be, void *ctx, const char *name,
@@ -67,7 +61,7 @@ void api_image_get(const struct mv_api_backend *be, void *ctx, const char *name,
 		return;
 	}
 	int r = be->image_get(ctx, name, im, &e);
-	ok_or_fail(out, r, e, 200, r < 0 ? NULL : mv_api_encode_image(im));
+	api_reply(out, r, e, 200, r < 0 ? NULL : mv_api_encode_image(im));
 	free(im);
 }
 
@@ -77,13 +71,7 @@ void api_image_remove(const struct mv_api_backend *be, void *ctx, const char *na
 	struct mv_error *e = NULL;
 	API_NEED(be, image_remove, out);
 	int r = be->image_remove(ctx, name, &e);
-	if (r < 0) {
-		api_fail(out, r, e);
-		return;
-	}
-	mv_error_free(e);
-	out->status = 204;
-	out->content_type = "application/json";
+	api_reply_empty(out, r, e);
 }
 
 void api_cache_prepopulate(const struct mv_api_backend *be, void *ctx, const struct api_req *rq,
@@ -100,7 +88,7 @@ void api_cache_prepopulate(const struct mv_api_backend *be, void *ctx, const str
 	struct mv_cache_info *c = calloc(1, sizeof(*c));
 	if (be->cache_prepopulate && c) {
 		r = be->cache_prepopulate(ctx, refs, n, c, &e);
-		ok_or_fail(out, r, e, 202, r < 0 ? NULL : mv_api_encode_cache(c));
+		api_reply(out, r, e, 202, r < 0 ? NULL : mv_api_encode_cache(c));
 	} else {
 		api_resp_error(out, 500, -ENOSYS, "", "backend has no cache_prepopulate");
 	}
@@ -120,7 +108,7 @@ void api_cache_get(const struct mv_api_backend *be, void *ctx, struct api_resp *
 		return;
 	}
 	int r = be->cache_get(ctx, c, &e);
-	ok_or_fail(out, r, e, 200, r < 0 ? NULL : mv_api_encode_cache(c));
+	api_reply(out, r, e, 200, r < 0 ? NULL : mv_api_encode_cache(c));
 	free(c);
 }
 
@@ -137,7 +125,7 @@ void api_ctr_create(const struct mv_api_backend *be, void *ctx, const struct api
 	struct mv_ctr_info *c = calloc(1, sizeof(*c));
 	if (be->ctr_create && c) {
 		r = be->ctr_create(ctx, &spec, c, &e);
-		ok_or_fail(out, r, e, 201, r < 0 ? NULL : mv_api_encode_ctr(c));
+		api_reply(out, r, e, 201, r < 0 ? NULL : mv_api_encode_ctr(c));
 	} else {
 		api_resp_error(out, 500, -ENOSYS, "", "backend has no ctr_create");
 	}
@@ -152,13 +140,8 @@ void api_ctr_list(const struct mv_api_backend *be, void *ctx, struct api_resp *o
 	struct mv_error *e = NULL;
 	API_NEED(be, ctr_list, out);
 	int r = be->ctr_list(ctx, &v, &n, &e);
-	json_t *arr = r < 0 ? NULL : json_array();
-	for (size_t i = 0; arr && v && i < n; i++)
-		json_array_append_new(arr, api_ctr_json(&v[i]));
+	api_reply(out, r, e, 200, r < 0 ? NULL : api_encode_list("containers", v, n, sizeof(*v), ctr_elem));
 	free(v);
-	json_t *o = arr ? json_pack("{s:o}", "containers", arr) : NULL;
-	ok_or_fail(out, r, e, 200, o ? json_dumps(o, JSON_COMPACT) : NULL);
-	json_decref(o);
 }
 
 void api_ctr_get(const struct mv_api_backend *be, void *ctx, const char *ref, bool stop,
@@ -175,26 +158,14 @@ void api_ctr_get(const struct mv_api_backend *be, void *ctx, const char *ref, bo
 		return;
 	}
 	int r = stop ? be->ctr_stop(ctx, ref, c, &e) : be->ctr_get(ctx, ref, c, &e);
-	ok_or_fail(out, r, e, 200, r < 0 ? NULL : mv_api_encode_ctr(c));
+	api_reply(out, r, e, 200, r < 0 ? NULL : mv_api_encode_ctr(c));
 	free(c);
 }
 
 void api_ctr_delete(const struct mv_api_backend *be, void *ctx, const char *ref,
 		    const struct api_req *rq, struct api_resp *out)
 {
-	bool force;
-	struct mv_error *e = NULL;
-	if (api_parse_force(rq, &force, out) < 0)
-		return;
-	API_NEED(be, ctr_delete, out);
-	int r = be->ctr_delete(ctx, ref, force, &e);
-	if (r < 0) {
-		api_fail(out, r, e);
-		return;
-	}
-	mv_error_free(e);
-	out->status = 204;
-	out->content_type = "application/json";
+	api_delete_forced(be->ctr_delete, "ctr_delete", ctx, ref, rq, out);
 }
 
 /* A decimal query parameter within [0, max]; absent: dflt. */
@@ -233,6 +204,6 @@ void api_ctr_logs(const struct mv_api_backend *be, void *ctx, const char *ref,
 	struct mv_error *e = NULL;
 	memset(&l, 0, sizeof(l));
 	int r = be->ctr_logs(ctx, ref, offset, (uint32_t)wait, &l, &e);
-	ok_or_fail(out, r, e, 200, r < 0 ? NULL : api_encode_ctr_logs(&l));
+	api_reply(out, r, e, 200, r < 0 ? NULL : api_encode_ctr_logs(&l));
 	free(l.data);
 }

@@ -25,12 +25,7 @@ void api_sensitive_add(const struct mv_api_backend *be, void *ctx, const char *r
 		return;
 	}
 	r = be->sensitive_add(ctx, ref, gpa, len, sr, &e);
-	if (r < 0)
-		api_fail(out, r, e);
-	else
-		api_resp_json(out, 201, mv_api_encode_sensitive(sr));
-	if (r == 0)
-		mv_error_free(e);
+	api_reply(out, r, e, 201, r < 0 ? NULL : mv_api_encode_sensitive(sr));
 	free(sr);
 }
 
@@ -42,12 +37,7 @@ void api_sensitive_list(const struct mv_api_backend *be, void *ctx, const char *
 	struct mv_error *e = NULL;
 	API_NEED(be, sensitive_list, out);
 	int r = be->sensitive_list(ctx, ref, &v, &n, &e);
-	if (r < 0)
-		api_fail(out, r, e);
-	else
-		api_resp_json(out, 200, mv_api_encode_sensitive_list(v, n));
-	if (r == 0)
-		mv_error_free(e);
+	api_reply(out, r, e, 200, r < 0 ? NULL : mv_api_encode_sensitive_list(v, n));
 	free(v);
 }
 
@@ -68,15 +58,7 @@ void api_sensitive_remove(const struct mv_api_backend *be, void *ctx, const char
 	struct mv_error *e = NULL;
 	API_NEED(be, sensitive_remove, out);
 	int r = be->sensitive_remove(ctx, ref, v, &e);
-	if (r < 0) {
-		api_fail(out, r, e);
-		return;
-	}
-	mv_error_free(e);
-	out->status = 204;
-	out->content_type = "application/json";
-	out->body = NULL;
-	out->len = 0;
+	api_reply_empty(out, r, e);
 }
 
 void api_guard_events(const struct mv_api_backend *be, void *ctx, struct api_resp *out)
@@ -86,10 +68,7 @@ void api_guard_events(const struct mv_api_backend *be, void *ctx, struct api_res
 	struct mv_error *e = NULL;
 	API_NEED(be, guard_events, out);
 	int r = be->guard_events(ctx, &v, &n, &e);
-	if (r < 0)
-		api_fail(out, r, e);
-	else
-		api_resp_json(out, 200, mv_api_encode_guard_events(v, n));
+	api_reply(out, r, e, 200, r < 0 ? NULL : mv_api_encode_guard_events(v, n));
 	free(v);
 }
 
@@ -109,10 +88,7 @@ void api_guard_policy(const struct mv_api_backend *be, void *ctx, const struct a
 		}
 		r = be->guard_policy_set(ctx, &p, &e);
 	}
-	if (r < 0)
-		api_fail(out, r, e);
-	else
-		api_resp_json(out, 200, mv_api_encode_guard_policy(&p));
+	api_reply(out, r, e, 200, r < 0 ? NULL : mv_api_encode_guard_policy(&p));
 }
 
 void api_guard_get(const struct mv_api_backend *be, void *ctx, struct api_resp *out)
@@ -122,11 +98,6 @@ void api_guard_get(const struct mv_api_backend *be, void *ctx, struct api_resp *
 	API_NEED(be, guard_get, out);
 	memset(&g, 0, sizeof(g));
 	int r = be->guard_get(ctx, &g, &e);
-	if (r < 0)
-		api_fail(out, r, e);
-	else
-		api_resp_json(out, 200, mv_api_encode_guard(&g));
-	if (r == 0)
-		mv_error_free(e);
+	api_reply(out, r, e, 200, r < 0 ? NULL : mv_api_encode_guard(&g));
 	free(g.findings);
 }
