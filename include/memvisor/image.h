@@ -126,6 +126,11 @@ typedef int (*mv_blob_sink)(void *ctx, const void *data, size_t len);
 int mv_registry_read_blob(struct mv_registry *r, const struct mv_digest *d, uint64_t off,
 			  uint64_t len, mv_blob_sink sink, void *ctx,
 			  struct mv_error **err) MV_MUST_CHECK;
+/* Reads bytes [off, off+len) of a blob (len > 0) into buf; *got is how
+ * many arrived (short only at the blob's end), also on failure. The
+ * registry side of an mv_blob_fetch (lazy reads through a layer index). */
+int mv_registry_read_range(struct mv_registry *r, const struct mv_digest *d, uint64_t off,
+			   void *buf, size_t len, size_t *got, struct mv_error **err) MV_MUST_CHECK;
 /* One manifest as the registry stores it, by tag or digest (digest
  * checked), not parsed and no index followed (for artifacts such as the
  * published layer indexes). content_type (may be NULL) gets the reply's. */

@@ -14,22 +14,6 @@
 #include "fusefs_i.h"
 #include "memvisor/util.h"
 
-
-struct rangebuf {
-	uint8_t *p;
-	size_t have, cap;
-};
-
-static int range_sink(void *ctx, const void *d, size_t n)
-{
-	struct rangebuf *b = ctx;
-	if (n > b->cap - b->have)
-		return -EFBIG;
-	memcpy(b->p + b->have, d, n);
-	b->have += n;
-	return 0;
-}
-
 struct fetchctx {
 	struct mv_image_fs *fs;
 	const struct mv_digest *blob;
@@ -38,12 +22,10 @@ struct fetchctx {
 static int reg_fetch(void *ctx, uint64_t off, void *buf, size_t len, size_t *got)
 {
 	struct fetchctx *f = ctx;
-	struct rangebuf b = { buf, 0, len };
 	uint64_t b0 = mv_registry_bytes_received(f->fs->reg), r0 = mv_registry_requests(f->fs->reg);
-	int rc = mv_registry_read_blob(f->fs->reg, f->blob, off, len, range_sink, &b, NULL);
+	int rc = mv_registry_read_range(f->fs->reg, f->blob, off, buf, len, got, NULL);
 	bump(&f->fs->reg_bytes, mv_registry_bytes_received(f->fs->reg) - b0);
 	bump(&f->fs->reg_reqs, mv_registry_requests(f->fs->reg) - r0);
-	*got = b.have;
 	return rc;
 }
 

@@ -315,6 +315,31 @@ int mv_registry_read_blob(struct mv_registry *r, const struct mv_digest *d, uint
 		      ranged && status == 200 ? " (registry ignored the Range)" : "");
 }
 
+struct rangebuf {
+	uint8_t *p;
+	size_t have, cap;
+};
+
+static int range_sink(void *ctx, const void *d, size_t n)
+{
+	struct rangebuf *b = ctx;
+	if (n > b->cap - b->have)
+		return -EFBIG;
+	if (n)
+		memcpy(b->p + b->have, d, n);
+	b->have += n;
+	return 0;
+}
+
+int mv_registry_read_range(struct mv_registry *r, const struct mv_digest *d, uint64_t off,
+			   void *buf, size_t len, size_t *got, struct mv_error **err)
+{
+	struct rangebuf b = { buf, 0, len };
+	int rc = mv_registry_read_blob(r, d, off, len, range_sink, &b, err);
+	*got = b.have;
+	return rc;
+}
+
 int mv_registry_get_blob(struct mv_registry *r, const struct mv_digest *d, size_t max,
 			 void **data, size_t *len, struct mv_error **err)
 {

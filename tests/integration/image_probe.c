@@ -23,21 +23,6 @@
 #include "memvisor/image.h"
 #include "memvisor/util.h"
 
-struct rangebuf {
-	uint8_t *p;
-	size_t have, cap;
-};
-
-static int range_sink(void *ctx, const void *d, size_t n)
-{
-	struct rangebuf *b = ctx;
-	if (n > b->cap - b->have)
-		return -EFBIG;
-	memcpy(b->p + b->have, d, n);
-	b->have += n;
-	return 0;
-}
-
 struct fetchctx {
 	struct mv_registry *r;
 	struct mv_digest blob;
@@ -46,10 +31,7 @@ struct fetchctx {
 static int reg_fetch(void *ctx, uint64_t off, void *buf, size_t len, size_t *got)
 {
 	struct fetchctx *f = ctx;
-	struct rangebuf b = { buf, 0, len };
-	int rc = mv_registry_read_blob(f->r, &f->blob, off, len, range_sink, &b, NULL);
-	*got = b.have;
-	return rc;
+	return mv_registry_read_range(f->r, &f->blob, off, buf, len, got, NULL);
 }
 
 static void die(const char *what, int rc, struct mv_error *e)
