@@ -91,6 +91,16 @@ struct mv_table *mv_table_new(size_t ncols, const char *const *headers, const bo
 int mv_table_add(struct mv_table *t, const char *const *cells) MV_MUST_CHECK;
 void mv_table_print(const struct mv_table *t, FILE *f);
 void mv_table_free(struct mv_table *t);
+/* A table of arr's elements, a row each: row fills cells (NULL prints "-"),
+ * formatting into buf as needed. Prints it; returns an exit status. */
+#define MV_TABLE_MAX_COLS 12
+#define MV_TABLE_CELL 48
+typedef void (*mv_table_row_fn)(const json_t *el, const char **cells,
+				char (*buf)[MV_TABLE_CELL]);
+int mv_table_print_json(const json_t *arr, size_t ncols, const char *const *headers,
+			const bool *right, mv_table_row_fn row);
+/* v in decimal into cell (MV_TABLE_CELL bytes); returns cell. */
+const char *mv_table_num(char *cell, long long v);
 
 /* Commands: argv[0] is the command's own name. */
 int mv_cli_cmd_vm(const struct mv_cli *cli, int argc, char **argv);

@@ -238,6 +238,20 @@ static void print_ctr(const json_t *c)
 		mv_cli_kv(14, "copy-ups", "%lld", v);
 }
 
+static void ctr_row(const json_t *c, const char **cells, char (*buf)[MV_TABLE_CELL])
+{
+	long long v;
+	cells[0] = mv_cli_jstr(c, "id", "?");
+	cells[1] = mv_cli_jstr(c, "name", "?");
+	cells[2] = mv_cli_jstr(c, "image", "?");
+	cells[3] = mv_cli_jstr(c, "state", "?");
+	if (json_object_get(c, "exit"))
+		cells[4] = mv_table_num(buf[4], exit_status(c));
+	if (mv_cli_jint(c, "pid", &v) && v > 0)
+		cells[5] = mv_table_num(buf[5], v);
+	cells[6] = mv_cli_jstr(c, "command", "");
+}
+
 static int ctr_ls(const struct mv_cli *cli, bool json)
 {
 	static const char *const hdr[] = {"ID", "NAME", "IMAGE", "STATE", "EXIT", "PID", "COMMAND"};
@@ -246,28 +260,9 @@ static int ctr_ls(const struct mv_cli *cli, bool json)
 	int ret = mv_cli_get_or_print(cli, "/v1/containers", json, &r);
 	if (ret >= 0)
 		return ret;
-	struct mv_table *t = mv_table_new(7, hdr, right);
-	size_t i;
-	json_t *c;
-	json_array_foreach(json_object_get(r.json, "containers"), i, c) {
-		char ex[16] = "", pid[24] = "";
-		long long v;
-		if (json_object_get(c, "exit"))
-			snprintf(ex, sizeof(ex), "%d", exit_status(c));
-		if (mv_cli_jint(c, "pid", &v) && v > 0)
-			snprintf(pid, sizeof(pid), "%lld", v);
-		const char *cells[] = {mv_cli_jstr(c, "id", "?"), mv_cli_jstr(c, "name", "?"),
-				       mv_cli_jstr(c, "image", "?"), mv_cli_jstr(c, "state", "?"),
-				       ex[0] ? ex : NULL, pid[0] ? pid : NULL,
-				       mv_cli_jstr(c, "command", "")};
-		if (t && mv_table_add(t, cells) < 0)
-			break;
-	}
-	if (t)
-		mv_table_print(t, stdout);
-	mv_table_free(t);
+	ret = mv_table_print_json(json_object_get(r.json, "containers"), 7, hdr, right, ctr_row);
 	mv_cli_resp_free(&r);
-	return MV_CLI_OK;
+	return ret;
 }
 
 int mv_cli_cmd_container(const struct mv_cli *cli, int argc, char **argv)

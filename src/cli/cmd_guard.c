@@ -74,49 +74,40 @@ static int sens_add(const struct mv_cli *cli, const char *ref, const char *gpa, 
 	return ret;
 }
 
+static void range_row(const json_t *o, const char **cells, char (*c)[MV_TABLE_CELL])
+{
+	long long id = 0, gpa = 0, res = 0, runs = 0, pfn = -1;
+	mv_cli_jint(o, "id", &id);
+	mv_cli_jint(o, "gpa", &gpa);
+	mv_cli_jint(o, "resident_pages", &res);
+	mv_cli_jint(o, "runs_total", &runs);
+	const json_t *r0 = json_array_get(json_object_get(o, "runs"), 0);
+	if (r0)
+		mv_cli_jint(r0, "pfn", &pfn);
+	snprintf(c[1], sizeof(c[1]), "0x%llx", gpa);
+	snprintf(c[6], sizeof(c[6]), "0x%llx", pfn);
+	cells[0] = mv_table_num(c[0], id);
+	cells[1] = c[1];
+	cells[2] = mv_cli_jsize(o, "len", c[2], sizeof(c[2]));
+	cells[3] = mv_table_num(c[3], res);
+	cells[4] = json_is_true(json_object_get(o, "locked")) ? "yes" : "no";
+	cells[5] = mv_table_num(c[5], runs);
+	cells[6] = pfn >= 0 ? c[6] : NULL;
+}
+
 static int sens_ls(const struct mv_cli *cli, const char *ref, bool json)
 {
+	static const char *const hdr[] = {"ID", "GPA", "LEN", "RESIDENT", "LOCKED", "RUNS", "FIRST PFN"};
+	static const bool right[] = {true, false, true, true, false, true, false};
 	char *path = mv_cli_vm_path(ref, "/sensitive");
 	struct mv_cli_resp r;
 	int ret = path ? mv_cli_get_or_print(cli, path, json, &r) : MV_CLI_FAIL;
 	free(path);
 	if (ret >= 0)
 		return ret;
-	static const char *const hdr[] = {"ID", "GPA", "LEN", "RESIDENT", "LOCKED", "RUNS", "FIRST PFN"};
-	static const bool right[] = {true, false, true, true, false, true, false};
-	struct mv_table *t = mv_table_new(7, hdr, right);
-	const json_t *arr = json_object_get(r.json, "ranges");
-	size_t i;
-	const json_t *o;
-	json_array_foreach(arr, i, o) {
-		long long id = 0, gpa = 0, res = 0, runs = 0, pfn = -1;
-		char c[7][40], sz[32];
-		mv_cli_jint(o, "id", &id);
-		mv_cli_jint(o, "gpa", &gpa);
-		mv_cli_jint(o, "resident_pages", &res);
-		mv_cli_jint(o, "runs_total", &runs);
-		const json_t *r0 = json_array_get(json_object_get(o, "runs"), 0);
-		if (r0)
-			mv_cli_jint(r0, "pfn", &pfn);
-		snprintf(c[0], sizeof(c[0]), "%lld", id);
-		snprintf(c[1], sizeof(c[1]), "0x%llx", gpa);
-		snprintf(c[2], sizeof(c[2]), "%s", mv_cli_jsize(o, "len", sz, sizeof(sz)));
-		snprintf(c[3], sizeof(c[3]), "%lld", res);
-		snprintf(c[4], sizeof(c[4]), "%s",
-			 json_is_true(json_object_get(o, "locked")) ? "yes" : "no");
-		snprintf(c[5], sizeof(c[5]), "%lld", runs);
-		if (pfn >= 0)
-			snprintf(c[6], sizeof(c[6]), "0x%llx", pfn);
-		else
-			snprintf(c[6], sizeof(c[6]), "-");
-		const char *cells[7] = {c[0], c[1], c[2], c[3], c[4], c[5], c[6]};
-		if (mv_table_add(t, cells) < 0)
-			break;
-	}
-	mv_table_print(t, stdout);
-	mv_table_free(t);
+	ret = mv_table_print_json(json_object_get(r.json, "ranges"), 7, hdr, right, range_row);
 	mv_cli_resp_free(&r);
-	return MV_CLI_OK;
+	return ret;
 }
 
 static int sens_rm(const struct mv_cli *cli, const char *ref, const char *id)

@@ -112,6 +112,20 @@ static int image_pull(const struct mv_cli *cli, const char *ref, bool json)
 	return ok && ret == 0 ? MV_CLI_OK : MV_CLI_FAIL;
 }
 
+static void image_row(const json_t *im, const char **cells, char (*buf)[MV_TABLE_CELL])
+{
+	long long layers = 0, ctrs = 0;
+	mv_cli_jint(im, "layers", &layers);
+	mv_cli_jint(im, "containers", &ctrs);
+	snprintf(buf[5], sizeof(buf[5]), "%.19s", mv_cli_jstr(im, "manifest", ""));
+	cells[0] = mv_cli_jstr(im, "name", "?");
+	cells[1] = mv_cli_jstr(im, "state", "?");
+	cells[2] = mv_table_num(buf[2], layers);
+	cells[3] = mv_cli_jsize(im, "layers_bytes", buf[3], sizeof(buf[3]));
+	cells[4] = mv_table_num(buf[4], ctrs);
+	cells[5] = buf[5][0] ? buf[5] : NULL;
+}
+
 static int image_ls(const struct mv_cli *cli, bool json)
 {
 	static const char *const hdr[] = {"NAME", "STATE", "LAYERS", "SIZE", "CONTAINERS", "MANIFEST"};
@@ -120,29 +134,9 @@ static int image_ls(const struct mv_cli *cli, bool json)
 	int ret = mv_cli_get_or_print(cli, "/v1/images", json, &r);
 	if (ret >= 0)
 		return ret;
-	struct mv_table *t = mv_table_new(6, hdr, right);
-	size_t i;
-	json_t *im;
-	json_array_foreach(json_object_get(r.json, "images"), i, im) {
-		char layers[16], size[32], ctrs[16], man[24];
-		long long v = 0;
-		mv_cli_jint(im, "layers", &v);
-		snprintf(layers, sizeof(layers), "%lld", v);
-		mv_cli_jsize(im, "layers_bytes", size, sizeof(size));
-		v = 0;
-		mv_cli_jint(im, "containers", &v);
-		snprintf(ctrs, sizeof(ctrs), "%lld", v);
-		snprintf(man, sizeof(man), "%.19s", mv_cli_jstr(im, "manifest", ""));
-		const char *cells[] = {mv_cli_jstr(im, "name", "?"), mv_cli_jstr(im, "state", "?"),
-				       layers, size, ctrs, man[0] ? man : NULL};
-		if (t && mv_table_add(t, cells) < 0)
-			break;
-	}
-	if (t)
-		mv_table_print(t, stdout);
-	mv_table_free(t);
+	ret = mv_table_print_json(json_object_get(r.json, "images"), 6, hdr, right, image_row);
 	mv_cli_resp_free(&r);
-	return MV_CLI_OK;
+	return ret;
 }
 
 static int image_rm(const struct mv_cli *cli, const char *name)

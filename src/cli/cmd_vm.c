@@ -121,12 +121,55 @@ static int parse_ref_args(int argc, char **argv, const char *cmd, const char *us
 }
 
 /* Hints that help after a failed VM request; status is the HTTP status. */
-static void vm_hint(long status, const char *ref)
+static void vm_hint(long status, const struct ref_args *a, bool rm)
 {
 	if (status == 404)
 		mv_cli_hint("`memvisor vm ls` lists the VMs by id and name");
-	else if (status == 409 && ref)
-		mv_cli_hint("`memvisor vm show %s` shows its state", ref);
+	else if (status == 409 && rm && !a->force)
+		mv_cli_hint("stop it first (`memvisor vm stop %s`) or use --force", a->ref);
+	else if (status == 409)
+		mv_cli_hint("`memvisor vm show %s` shows its state", a->ref);
+}
+
+/* METHOD /v1/vms/VM<suffix> (no body); a failure is reported with a hint
+ * and returns nonzero. The caller frees *r in every case. */
+static int vm_call(const struct mv_cli *cli, const char *method, const struct ref_args *a,
+		   const char *suffix, long timeout_s, bool want_json, struct mv_cli_resp *r)
+{
+	char *path = mv_cli_vm_path(a->ref, suffix);
+	if (!path) {
+		memset(r, 0, sizeof(*r));
+		mv_cli_err("out of memory");
+		return -ENOMEM;
+	}
+	int ret = mv_cli_call(cli, method, path, NULL, timeout_s, want_json, r);
+	free(path);
+	if (ret)
+		vm_hint(r->status, a, strcmp(method, "DELETE") == 0);
+	return ret;
+}
+
+/* One VM of `vm ls`; a missing figure prints "-". */
+static void vm_row(const json_t *vm, const char **cells, char (*buf)[MV_TABLE_CELL])
+{
+	const json_t *st = json_object_get(vm, "stats");
+	long long v;
+	double d;
+	cells[0] = mv_cli_jstr(vm, "id", "-");
+	cells[1] = mv_cli_jstr(vm, "name", "-");
+	cells[2] = mv_cli_jstr(vm, "state", "-");
+	cells[3] = mv_cli_jsize(vm, "memory", buf[3], sizeof(buf[3]));
+	if (mv_cli_jint(vm, "vcpus", &v))
+		cells[4] = mv_table_num(buf[4], v);
+	cells[5] = mv_cli_jstr(json_object_get(vm, "workload"), "kind", "-");
+	if (mv_cli_jint(st, "ops_done", &v))
+		cells[6] = mv_table_num(buf[6], v);
+	if (mv_cli_jnum(st, "dirty_rate", &d)) {
+		snprintf(buf[7], sizeof(buf[7]), "%.0f", d);
+		cells[7] = buf[7];
+	}
+	if (mv_cli_jint(vm, "pid", &v) && v > 0)
+		cells[8] = mv_table_num(buf[8], v);
 }
 
 static int vm_ls(const struct mv_cli *cli, int argc, char **argv)
@@ -136,58 +179,19 @@ static int vm_ls(const struct mv_cli *cli, int argc, char **argv)
 	static const bool right[] = {false, false, false, true, true, false, true, true, true};
 	struct mv_cli_resp r;
 	struct ref_args a;
-	struct mv_table *t = NULL;
 	int ret = parse_ref_args(argc, argv, "vm ls", ls_usage, ARG_JSON, &a);
 	if (ret >= 0)
 		return ret;
-
 	ret = MV_CLI_FAIL;
-	if (mv_cli_call(cli, "GET", "/v1/vms", NULL, MV_CLI_TIMEOUT_SHORT, true, &r))
-		goto out;
-	const json_t *vms = json_object_get(r.json, "vms");
-	if (!json_is_array(vms)) {
-		mv_cli_err("unexpected answer to GET /v1/vms: no \"vms\" array");
-		goto out;
+	if (mv_cli_call(cli, "GET", "/v1/vms", NULL, MV_CLI_TIMEOUT_SHORT, true, &r) == 0) {
+		const json_t *vms = json_object_get(r.json, "vms");
+		if (!json_is_array(vms))
+			mv_cli_err("unexpected answer to GET /v1/vms: no \"vms\" array");
+		else if (a.json)
+			ret = mv_cli_print_json(r.json);
+		else
+			ret = mv_table_print_json(vms, MV_ARRAY_SIZE(hdr), hdr, right, vm_row);
 	}
-	if (a.json) {
-		ret = mv_cli_print_json(r.json);
-		goto out;
-	}
-	t = mv_table_new(MV_ARRAY_SIZE(hdr), hdr, right);
-	if (!t)
-		goto oom;
-	size_t i;
-	const json_t *vm;
-	json_array_foreach(vms, i, vm) {
-		char mem[32], vcpus[24] = "-", ops[24] = "-", dirty[32] = "-", pid[24] = "-";
-		const json_t *st = json_object_get(vm, "stats");
-		long long v;
-		double d;
-		mv_cli_jsize(vm, "memory", mem, sizeof(mem));
-		if (mv_cli_jint(vm, "vcpus", &v))
-			snprintf(vcpus, sizeof(vcpus), "%lld", v);
-		if (mv_cli_jint(st, "ops_done", &v))
-			snprintf(ops, sizeof(ops), "%lld", v);
-		if (mv_cli_jnum(st, "dirty_rate", &d))
-			snprintf(dirty, sizeof(dirty), "%.0f", d);
-		if (mv_cli_jint(vm, "pid", &v) && v > 0)
-			snprintf(pid, sizeof(pid), "%lld", v);
-		const char *row[] = {
-			mv_cli_jstr(vm, "id", "-"), mv_cli_jstr(vm, "name", "-"),
-			mv_cli_jstr(vm, "state", "-"), mem, vcpus,
-			mv_cli_jstr(json_object_get(vm, "workload"), "kind", "-"),
-			ops, dirty, pid,
-		};
-		if (mv_table_add(t, row))
-			goto oom;
-	}
-	mv_table_print(t, stdout);
-	ret = MV_CLI_OK;
-	goto out;
-oom:
-	mv_cli_err("out of memory");
-out:
-	mv_table_free(t);
 	mv_cli_resp_free(&r);
 	return ret;
 }
@@ -294,29 +298,19 @@ static void show_vm(const json_t *vm)
 static int vm_show(const struct mv_cli *cli, int argc, char **argv)
 {
 	struct ref_args a;
-	struct mv_cli_resp r = {0};
+	struct mv_cli_resp r;
 	int ret = parse_ref_args(argc, argv, "vm show", show_usage, ARG_REF | ARG_JSON, &a);
 	if (ret >= 0)
 		return ret;
-	char *path = mv_cli_vm_path(a.ref, NULL);
-	if (!path) {
-		mv_cli_err("out of memory");
-		return MV_CLI_FAIL;
-	}
-	ret = MV_CLI_FAIL;
-	if (mv_cli_call(cli, "GET", path, NULL, MV_CLI_TIMEOUT_SHORT, true, &r)) {
-		vm_hint(r.status, a.ref);
-		goto out;
-	}
-	if (a.json)
+	if (vm_call(cli, "GET", &a, NULL, MV_CLI_TIMEOUT_SHORT, true, &r))
+		ret = MV_CLI_FAIL;
+	else if (a.json)
 		ret = mv_cli_print_json(r.json);
 	else {
 		show_vm(r.json);
 		ret = MV_CLI_OK;
 	}
-out:
 	mv_cli_resp_free(&r);
-	free(path);
 	return ret;
 }
 
@@ -325,61 +319,36 @@ static int vm_action(const struct mv_cli *cli, int argc, char **argv, const char
 		     const char *usage, long timeout_s)
 {
 	struct ref_args a;
-	struct mv_cli_resp r = {0};
+	struct mv_cli_resp r;
 	char suffix[16];
 	int ret = parse_ref_args(argc, argv, cmd, usage, ARG_REF | ARG_JSON, &a);
 	if (ret >= 0)
 		return ret;
 	snprintf(suffix, sizeof(suffix), "/%s", argv[0]);
-	char *path = mv_cli_vm_path(a.ref, suffix);
-	if (!path) {
-		mv_cli_err("out of memory");
-		return MV_CLI_FAIL;
-	}
-	ret = MV_CLI_FAIL;
-	if (mv_cli_call(cli, "POST", path, NULL, timeout_s, true, &r)) {
-		vm_hint(r.status, a.ref);
-		goto out;
-	}
-	if (a.json)
+	if (vm_call(cli, "POST", &a, suffix, timeout_s, true, &r))
+		ret = MV_CLI_FAIL;
+	else if (a.json)
 		ret = mv_cli_print_json(r.json);
 	else {
 		printf("%s: %s\n", mv_cli_jstr(r.json, "name", a.ref),
 		       mv_cli_jstr(r.json, "state", "?"));
 		ret = MV_CLI_OK;
 	}
-out:
 	mv_cli_resp_free(&r);
-	free(path);
 	return ret;
 }
 
 static int vm_rm(const struct mv_cli *cli, int argc, char **argv)
 {
 	struct ref_args a;
-	struct mv_cli_resp r = {0};
+	struct mv_cli_resp r;
 	int ret = parse_ref_args(argc, argv, "vm rm", rm_usage, ARG_REF | ARG_FORCE, &a);
 	if (ret >= 0)
 		return ret;
-	char *path = mv_cli_vm_path(a.ref, a.force ? "?force=true" : NULL);
-	if (!path) {
-		mv_cli_err("out of memory");
-		return MV_CLI_FAIL;
-	}
-	ret = MV_CLI_FAIL;
-	if (mv_cli_call(cli, "DELETE", path, NULL,
-			a.force ? MV_CLI_TIMEOUT_LONG : MV_CLI_TIMEOUT_SHORT, false, &r)) {
-		if (r.status == 409 && !a.force)
-			mv_cli_hint("stop it first (`memvisor vm stop %s`) or use --force", a.ref);
-		else
-			vm_hint(r.status, a.ref);
-		goto out;
-	}
-	ret = MV_CLI_OK;
-out:
+	ret = vm_call(cli, "DELETE", &a, a.force ? "?force=true" : NULL,
+		      a.force ? MV_CLI_TIMEOUT_LONG : MV_CLI_TIMEOUT_SHORT, false, &r);
 	mv_cli_resp_free(&r);
-	free(path);
-	return ret;
+	return ret ? MV_CLI_FAIL : MV_CLI_OK;
 }
 
 static int vm_verify(const struct mv_cli *cli, int argc, char **argv)
@@ -389,16 +358,9 @@ static int vm_verify(const struct mv_cli *cli, int argc, char **argv)
 	int ret = parse_ref_args(argc, argv, "vm verify", verify_usage, ARG_REF | ARG_JSON, &a);
 	if (ret >= 0)
 		return ret;
-	char *path = mv_cli_vm_path(a.ref, "/verify");
-	if (!path) {
-		mv_cli_err("out of memory");
-		return MV_CLI_FAIL;
-	}
 	ret = MV_CLI_FAIL;
-	if (mv_cli_call(cli, "POST", path, NULL, MV_CLI_TIMEOUT_VERIFY, true, &r)) {
-		vm_hint(r.status, a.ref);
+	if (vm_call(cli, "POST", &a, "/verify", MV_CLI_TIMEOUT_VERIFY, true, &r))
 		goto out;
-	}
 	const json_t *okv = json_object_get(r.json, "ok");
 	if (!json_is_boolean(okv)) {
 		mv_cli_err("unexpected answer to verify: no boolean \"ok\"");
@@ -423,7 +385,6 @@ static int vm_verify(const struct mv_cli *cli, int argc, char **argv)
 	ret = MV_CLI_OK;
 out:
 	mv_cli_resp_free(&r);
-	free(path);
 	return ret;
 }
 

@@ -1,6 +1,7 @@
 /* Aligned text table for list commands (`memvisor vm ls`): collects rows of
  * strings, then prints them with each column as wide as its widest cell.
- * Column widths come from content, so long names never break alignment. */
+ * Column widths come from content, so long names never break alignment.
+ * mv_table_print_json makes one from a JSON array, a row per element. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,4 +91,34 @@ void mv_table_free(struct mv_table *t)
 	free(t->cells);
 	free(t->right);
 	free(t);
+}
+
+const char *mv_table_num(char *cell, long long v)
+{
+	snprintf(cell, MV_TABLE_CELL, "%lld", v);
+	return cell;
+}
+
+int mv_table_print_json(const json_t *arr, size_t ncols, const char *const *headers,
+			const bool *right, mv_table_row_fn row)
+{
+	struct mv_table *t = mv_table_new(ncols, headers, right);
+	const char *cells[MV_TABLE_MAX_COLS];
+	char buf[MV_TABLE_MAX_COLS][MV_TABLE_CELL];
+	size_t i;
+	const json_t *el;
+	int ret = t && ncols <= MV_TABLE_MAX_COLS ? 0 : -ENOMEM;
+	json_array_foreach(arr, i, el) {
+		if (ret)
+			break;
+		memset(cells, 0, sizeof(cells));
+		row(el, cells, buf);
+		ret = mv_table_add(t, cells);
+	}
+	if (ret)
+		mv_cli_err("out of memory");
+	else
+		mv_table_print(t, stdout);
+	mv_table_free(t);
+	return ret ? MV_CLI_FAIL : MV_CLI_OK;
 }

@@ -169,6 +169,8 @@ log "bad input: every route answers 4xx naming the field"
 mv cache prepopulate "$REF" >"$T/prepop.out" 2>&1 || { cat "$T/prepop.out" >&2; fail "cache prepopulate"; }
 cat "$T/prepop.out" >&2
 [ "$(mv cache status --json | jget 'j["prepopulate"]["state"]')" = done ] || fail "cache status"
+# The text form exits 0 too (it used to exit 1 after printing).
+mv cache status | grep -Eq '^last fill: +done$' || fail "cache status (text)"
 term_daemon
 STATE=$T/state-b
 start_daemon --image-cache "$T/cache"
