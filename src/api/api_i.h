@@ -74,7 +74,9 @@ static inline void api_fail(struct api_resp *out, int r, struct mv_error *e)
 	mv_error_free(e);
 }
 
-/* reply.c: r < 0 answers the backend's error e; else status with json
+/* reply.c: zeroed memory for a backend's answer, or NULL with a 500 given. */
+void *api_calloc(size_t size, struct api_resp *out);
+/* r < 0 answers the backend's error e; else status with json
  * (consumed; NULL is out of memory: 500). e is freed either way. */
 void api_reply(struct api_resp *out, int r, struct mv_error *e, int status, char *json);
 /* The same with 204 and no body on success. */

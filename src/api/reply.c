@@ -6,6 +6,14 @@
 #include <string.h>
 #include "api_i.h"
 
+void *api_calloc(size_t size, struct api_resp *out)
+{
+	void *p = calloc(1, size);
+	if (!p)
+		api_resp_error(out, 500, -ENOMEM, "", "out of memory");
+	return p;
+}
+
 void api_reply(struct api_resp *out, int r, struct mv_error *e, int status, char *json)
 {
 	if (r < 0) {

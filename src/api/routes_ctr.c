@@ -29,11 +29,9 @@ void api_image_pull(const struct mv_api_backend *be, void *ctx, const struct api
 		return;
 	}
 	API_NEED(be, image_pull, out);
-	struct mv_image_status *im = calloc(1, sizeof(*im));
-	if (!im) {
-		api_resp_error(out, 500, -ENOMEM, "", "out of memory");
+	struct mv_image_status *im = api_calloc(sizeof(*im), out);
+	if (!im)
 		return;
-	}
 	r = be->image_pull(ctx, ref, im, &e);
 	api_reply(out, r, e, 202, r < 0 ? NULL : mv_api_encode_image(im));
 	free(im);
@@ -55,11 +53,9 @@ void api_image_get(const struct mv_api_backend *be, void *ctx, const char *name,
 {
 	struct mv_error *e = NULL;
 	API_NEED(be, image_get, out);
-	struct mv_image_status *im = calloc(1, sizeof(*im));
-	if (!im) {
-		api_resp_error(out, 500, -ENOMEM, "", "out of memory");
+	struct mv_image_status *im = api_calloc(sizeof(*im), out);
+	if (!im)
 		return;
-	}
 	int r = be->image_get(ctx, name, im, &e);
 	api_reply(out, r, e, 200, r < 0 ? NULL : mv_api_encode_image(im));
 	free(im);
@@ -102,11 +98,9 @@ void api_cache_get(const struct mv_api_backend *be, void *ctx, struct api_resp *
 {
 	struct mv_error *e = NULL;
 	API_NEED(be, cache_get, out);
-	struct mv_cache_info *c = calloc(1, sizeof(*c));
-	if (!c) {
-		api_resp_error(out, 500, -ENOMEM, "", "out of memory");
+	struct mv_cache_info *c = api_calloc(sizeof(*c), out);
+	if (!c)
 		return;
-	}
 	int r = be->cache_get(ctx, c, &e);
 	api_reply(out, r, e, 200, r < 0 ? NULL : mv_api_encode_cache(c));
 	free(c);
@@ -152,11 +146,9 @@ void api_ctr_get(const struct mv_api_backend *be, void *ctx, const char *ref, bo
 		API_NEED(be, ctr_stop, out);
 	else
 		API_NEED(be, ctr_get, out);
-	struct mv_ctr_info *c = calloc(1, sizeof(*c));
-	if (!c) {
-		api_resp_error(out, 500, -ENOMEM, "", "out of memory");
+	struct mv_ctr_info *c = api_calloc(sizeof(*c), out);
+	if (!c)
 		return;
-	}
 	int r = stop ? be->ctr_stop(ctx, ref, c, &e) : be->ctr_get(ctx, ref, c, &e);
 	api_reply(out, r, e, 200, r < 0 ? NULL : mv_api_encode_ctr(c));
 	free(c);

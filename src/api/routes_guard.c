@@ -19,11 +19,9 @@ void api_sensitive_add(const struct mv_api_backend *be, void *ctx, const char *r
 		return;
 	}
 	API_NEED(be, sensitive_add, out);
-	struct mv_sensitive_range *sr = calloc(1, sizeof(*sr));
-	if (!sr) {
-		api_resp_error(out, 500, -ENOMEM, "", "out of memory");
+	struct mv_sensitive_range *sr = api_calloc(sizeof(*sr), out);
+	if (!sr)
 		return;
-	}
 	r = be->sensitive_add(ctx, ref, gpa, len, sr, &e);
 	api_reply(out, r, e, 201, r < 0 ? NULL : mv_api_encode_sensitive(sr));
 	free(sr);
