@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <linux/fs.h>   /* RENAME_NOREPLACE */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -210,6 +211,21 @@ static int open_upper(struct mv_image_fs *fs, uint64_t ino, int flags)
 	return fd < 0 ? -errno : fd;
 }
 
+/* After an open or create that made h: on rc < 0 frees it and answers the
+ * error (false); else makes it fi's handle, its chunk slots empty. */
+static bool handle_attach(fuse_req_t req, struct fuse_file_info *fi, struct handle *h, int rc)
+{
+	if (rc < 0) {
+		free(h);
+		fuse_reply_err(req, -rc);
+		return false;
+	}
+	for (int i = 0; i < HANDLE_SLOTS; i++)
+		h->slot[i].idx = SIZE_MAX;
+	fi->fh = (uintptr_t)h;
+	return true;
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct mv_image_fs *fs = FS(req);
@@ -229,14 +245,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		else
 			rc = fsf_file_chunks(fs, &n, h);
 	}
-	if (rc < 0) {
-		free(h);
-		fuse_reply_err(req, -rc);
+	if (!handle_attach(req, fi, h, rc))
 		return;
-	}
-	for (int i = 0; i < HANDLE_SLOTS; i++)
-		h->slot[i].idx = SIZE_MAX;
-	fi->fh = (uintptr_t)h;
 	fi->keep_cache = h->fd < 0;   /* a layer file's bytes never change */
 	fuse_reply_open(req, fi);
 }
@@ -371,14 +381,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	}
 	if (!rc && (rc = mv_mapping_put(fs->map, fs->ctr, &n)) < 0)
 		close(h->fd);
-	if (rc < 0) {
-		free(h);
-		fuse_reply_err(req, -rc);
+	if (!handle_attach(req, fi, h, rc))
 		return;
-	}
-	for (int i = 0; i < HANDLE_SLOTS; i++)
-		h->slot[i].idx = SIZE_MAX;
-	fi->fh = (uintptr_t)h;
 	struct fuse_entry_param e;
 	memset(&e, 0, sizeof(e));
 	e.ino = n.ino;
