@@ -18,15 +18,22 @@ static int unix_addr(const char *path, struct sockaddr_un *a)
 	return 0;
 }
 
-int mv_unix_connect(const char *path)
+/* A stream socket for path (filled into *a), or -errno. */
+static int unix_socket(const char *path, struct sockaddr_un *a)
 {
-	struct sockaddr_un a;
-	int r = unix_addr(path, &a);
+	int r = unix_addr(path, a);
 	if (r < 0)
 		return r;
 	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	return s < 0 ? -errno : s;
+}
+
+int mv_unix_connect(const char *path)
+{
+	struct sockaddr_un a;
+	int s = unix_socket(path, &a);
 	if (s < 0)
-		return -errno;
+		return s;
 	if (connect(s, (struct sockaddr *)&a, sizeof(a)) < 0) {
 		int e = -errno;
 		close(s);
@@ -38,12 +45,9 @@ int mv_unix_connect(const char *path)
 int mv_unix_listen(const char *path, unsigned mode, int backlog)
 {
 	struct sockaddr_un a;
-	int r = unix_addr(path, &a);
-	if (r < 0)
-		return r;
-	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int s = unix_socket(path, &a);
 	if (s < 0)
-		return -errno;
+		return s;
 	unlink(path);
 	/* chmod before listen(): nobody connects while the mode is the umask's. */
 	if (bind(s, (struct sockaddr *)&a, sizeof(a)) < 0 || chmod(path, mode) < 0 ||
