@@ -49,6 +49,8 @@ int mv_write_file_atomic(const char *path, const void *data, size_t len) MV_MUST
  * malloc'ed, NUL-terminated buffer. -ENOENT, -EBADMSG (not a regular file),
  * -EFBIG (over max), -EIO (changed while read), or -errno. */
 int mv_read_file(const char *path, size_t max, void **buf, size_t *len) MV_MUST_CHECK;
+/* The same from an open fd (left open), from its current offset. */
+int mv_read_fd(int fd, size_t max, void **buf, size_t *len) MV_MUST_CHECK;
 /* mkdir -p with mode. */
 int mv_mkdir_p(const char *path, unsigned mode) MV_MUST_CHECK;
 

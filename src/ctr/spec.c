@@ -265,34 +265,11 @@ static int read_passwd(const char *rootfs, char **buf, size_t *len)
 	close(root);
 	if (r < 0)
 		return r;
-	struct stat st;
-	char *b = NULL;
-	size_t have = 0;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > PASSWD_MAX) {
-		r = -EBADMSG;
-		goto out;
-	}
-	b = malloc((size_t)st.st_size + 1);
-	if (!b) {
-		r = -ENOMEM;
-		goto out;
-	}
-	while (have < (size_t)st.st_size) {
-		ssize_t n = read(fd, b + have, (size_t)st.st_size - have);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;  /* shrank: what was read is the file */
-		have += (size_t)n;
-	}
-	b[have] = '\0';
-	*buf = b;
-	*len = have;
-	b = NULL;
-out:
-	free(b);
+	void *b;
+	r = mv_read_fd(fd, PASSWD_MAX, &b, len);
 	close(fd);
-	return r;
+	*buf = b;
+	return r == -EFBIG ? -EBADMSG : r;
 }
 
 /* name's entry in passwd text ("name:pw:uid:gid:..."; empty fields are

@@ -134,6 +134,37 @@ int mv_mkdir_p(const char *path, unsigned mode)
 	return 0;
 }
 
+int mv_read_fd(int fd, size_t max, void **buf, size_t *len)
+{
+	struct stat st;
+	uint8_t *b = NULL;
+	size_t have = 0;
+	*buf = NULL;
+	*len = 0;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return -EBADMSG;
+	if ((uint64_t)st.st_size > max)
+		return -EFBIG;
+	b = malloc((size_t)st.st_size + 1);
+	if (!b)
+		return -ENOMEM;
+	while (have < (size_t)st.st_size) {
+		ssize_t n = read(fd, b + have, (size_t)st.st_size - have);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int rc = n < 0 ? -errno : -EIO;   /* shrank under us */
+			free(b);
+			return rc;
+		}
+		have += (size_t)n;
+	}
+	b[have] = 0;
+	*buf = b;
+	*len = have;
+	return 0;
+}
+
 int mv_read_file(const char *path, size_t max, void **buf, size_t *len)
 {
 	*buf = NULL;
@@ -141,39 +172,7 @@ int mv_read_file(const char *path, size_t max, void **buf, size_t *len)
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -errno;
-	struct stat st;
-	int rc = 0;
-	uint8_t *b = NULL;
-	size_t have = 0;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		rc = -EBADMSG;
-		goto out;
-	}
-	if ((uint64_t)st.st_size > max) {
-		rc = -EFBIG;
-		goto out;
-	}
-	b = malloc((size_t)st.st_size + 1);
-	if (!b) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	while (have < (size_t)st.st_size) {
-		ssize_t n = read(fd, b + have, (size_t)st.st_size - have);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			rc = n < 0 ? -errno : -EIO;   /* shrank under us */
-			goto out;
-		}
-		have += (size_t)n;
-	}
-	b[have] = 0;
-	*buf = b;
-	*len = have;
-	b = NULL;
-out:
-	free(b);
+	int rc = mv_read_fd(fd, max, buf, len);
 	close(fd);
 	return rc;
 }
