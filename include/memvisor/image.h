@@ -397,6 +397,9 @@ int mv_image_fs_mount(const char *dir, const struct mv_image_fs_config *cfg,
 void mv_image_fs_unmount(struct mv_image_fs *fs);
 /* Counters so far (safe from any thread). */
 void mv_image_fs_stats(struct mv_image_fs *fs, struct mv_image_fs_stats *out);
+/* st as one line of JSON ({"registry_bytes":N,...}\n, the shim's
+ * stats.json) into buf; returns its length as snprintf does. */
+int mv_image_fs_stats_json(const struct mv_image_fs_stats *st, char *buf, size_t len);
 
 /* ---- image references, pull, remove (src/image/pull.c) ---- */
 

@@ -38,14 +38,7 @@ static void write_stats(struct mv_image_fs *fs)
 	if (fs)
 		mv_image_fs_stats(fs, &st);
 	char buf[1024], path[PATH_MAX + 32];
-	int n = snprintf(buf, sizeof(buf),
-			 "{\"registry_bytes\":%llu,\"registry_requests\":%llu,\"files_fetched\":%llu,"
-			 "\"chunk_reads\":%llu,\"copy_ups\":%llu,\"cache_hits\":%llu,"
-			 "\"cache_misses\":%llu,\"cache_hit_bytes\":%llu}\n",
-			 (unsigned long long)st.registry_bytes, (unsigned long long)st.registry_requests,
-			 (unsigned long long)st.files_fetched, (unsigned long long)st.chunk_reads,
-			 (unsigned long long)st.copy_ups, (unsigned long long)st.cache_hits,
-			 (unsigned long long)st.cache_misses, (unsigned long long)st.cache_hit_bytes);
+	int n = mv_image_fs_stats_json(&st, buf, sizeof(buf));
 	path_of("stats.json", path, sizeof(path));
 	if (mv_write_file_atomic(path, buf, (size_t)n) < 0)
 		mv_log(MV_LOG_WARN, "cannot write %s", path);

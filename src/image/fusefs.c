@@ -695,3 +695,15 @@ void mv_image_fs_stats(struct mv_image_fs *fs, struct mv_image_fs_stats *out)
 	out->cache_misses = __atomic_load_n(&fs->cache_misses, __ATOMIC_RELAXED);
 	out->cache_hit_bytes = __atomic_load_n(&fs->cache_hit_bytes, __ATOMIC_RELAXED);
 }
+
+int mv_image_fs_stats_json(const struct mv_image_fs_stats *st, char *buf, size_t len)
+{
+	return snprintf(buf, len,
+			"{\"registry_bytes\":%llu,\"registry_requests\":%llu,\"files_fetched\":%llu,"
+			"\"chunk_reads\":%llu,\"copy_ups\":%llu,\"cache_hits\":%llu,"
+			"\"cache_misses\":%llu,\"cache_hit_bytes\":%llu}\n",
+			(unsigned long long)st->registry_bytes, (unsigned long long)st->registry_requests,
+			(unsigned long long)st->files_fetched, (unsigned long long)st->chunk_reads,
+			(unsigned long long)st->copy_ups, (unsigned long long)st->cache_hits,
+			(unsigned long long)st->cache_misses, (unsigned long long)st->cache_hit_bytes);
+}

@@ -47,12 +47,9 @@ static void write_stats(const char *store, struct mv_image_fs *const fs[2])
 	for (int i = 0; i < 2; i++) {
 		struct mv_image_fs_stats st;
 		mv_image_fs_stats(fs[i], &st);
-		len += (size_t)snprintf(buf + len, sizeof(buf) - len,
-			"%s\"%c\": {\"registry_bytes\": %llu, \"registry_requests\": %llu, "
-			"\"files_fetched\": %llu, \"chunk_reads\": %llu, \"copy_ups\": %llu}",
-			i ? ", " : "{", 'a' + i, (unsigned long long)st.registry_bytes,
-			(unsigned long long)st.registry_requests, (unsigned long long)st.files_fetched,
-			(unsigned long long)st.chunk_reads, (unsigned long long)st.copy_ups);
+		len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s\"%c\": ", i ? ", " : "{",
+					'a' + i);
+		len += (size_t)mv_image_fs_stats_json(&st, buf + len, sizeof(buf) - len);
 	}
 	len += (size_t)snprintf(buf + len, sizeof(buf) - len, "}\n");
 	snprintf(path, sizeof(path), "%s/stats.json", store);
@@ -168,13 +165,7 @@ static void write_one_stats(const char *store, struct mv_image_fs *fs)
 	struct mv_image_fs_stats st;
 	char path[4096], buf[1024];
 	mv_image_fs_stats(fs, &st);
-	int len = snprintf(buf, sizeof(buf), "{\"registry_bytes\": %llu, \"registry_requests\": %llu, "
-		"\"files_fetched\": %llu, \"chunk_reads\": %llu, \"copy_ups\": %llu, "
-		"\"cache_hits\": %llu, \"cache_misses\": %llu, \"cache_hit_bytes\": %llu}\n",
-		(unsigned long long)st.registry_bytes, (unsigned long long)st.registry_requests,
-		(unsigned long long)st.files_fetched, (unsigned long long)st.chunk_reads,
-		(unsigned long long)st.copy_ups, (unsigned long long)st.cache_hits,
-		(unsigned long long)st.cache_misses, (unsigned long long)st.cache_hit_bytes);
+	int len = mv_image_fs_stats_json(&st, buf, sizeof(buf));
 	snprintf(path, sizeof(path), "%s/stats.json", store);
 	if (mv_write_file_atomic(path, buf, (size_t)len) < 0)
 		die("stats", -EIO, NULL);
