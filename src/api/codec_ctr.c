@@ -32,19 +32,27 @@ static json_t *load(const char *body, size_t len, struct mv_error **err)
 	return api_parse_object(body, len, err);
 }
 
-static int get_image(json_t *o, const char *field, char *out, size_t cap, struct mv_error **err)
+/* v must be an image reference (a string under cap bytes); field names it. */
+static int check_image(const json_t *v, const char *field, size_t cap, struct mv_error **err)
 {
-	json_t *v = json_object_get(o, field);
-	if (!v)
-		return mv_err_field(err, -EINVAL, field, "%s is required", field);
 	if (!json_is_string(v) || json_string_length(v) >= cap ||
 	    strlen(json_string_value(v)) != json_string_length(v) ||
 	    !mv_api_image_name_valid(json_string_value(v)))
 		return mv_err_field(err, -EINVAL, field,
 				    "%s must be an image reference like host:port/repo:tag (1..%d printable characters)",
 				    field, MV_IMAGE_NAME_MAX);
-	memcpy(out, json_string_value(v), json_string_length(v) + 1);
 	return 0;
+}
+
+static int get_image(json_t *o, const char *field, char *out, size_t cap, struct mv_error **err)
+{
+	json_t *v = json_object_get(o, field);
+	if (!v)
+		return mv_err_field(err, -EINVAL, field, "%s is required", field);
+	int r = check_image(v, field, cap, err);
+	if (r == 0)
+		memcpy(out, json_string_value(v), json_string_length(v) + 1);
+	return r;
 }
 
 int mv_api_decode_image_pull(const char *body, size_t len, char *ref, size_t cap,
@@ -171,17 +179,11 @@ int mv_api_decode_prepopulate(const char *body, size_t len, char ***refs, size_t
 		r = mv_err(err, -ENOMEM, "out of memory");
 	for (size_t i = 0; r == 0 && i < cnt; i++) {
 		json_t *s = json_array_get(v, i);
-		if (!json_is_string(s) || json_string_length(s) > MV_IMAGE_NAME_MAX ||
-		    strlen(json_string_value(s)) != json_string_length(s) ||
-		    !mv_api_image_name_valid(json_string_value(s))) {
-			char f[32];
-			snprintf(f, sizeof(f), "images[%zu]", i);
-			r = mv_err_field(err, -EINVAL, f,
-					 "%s must be an image reference like host:port/repo:tag (1..%d printable characters)",
-					 f, MV_IMAGE_NAME_MAX);
-		} else if (!(vec[i] = strdup(json_string_value(s)))) {
+		char f[32];
+		snprintf(f, sizeof(f), "images[%zu]", i);
+		r = check_image(s, f, MV_IMAGE_NAME_MAX + 1, err);
+		if (r == 0 && !(vec[i] = strdup(json_string_value(s))))
 			r = mv_err(err, -ENOMEM, "out of memory");
-		}
 		if (r < 0) {
 			strv_free(vec, i);
 			vec = NULL;
