@@ -445,6 +445,38 @@ static void test_sensitive(void **state)
 	assert_int_equal(l, 65536);
 }
 
+/* The list bodies (one encoder with an element callback): every element in
+ * order, an empty list for none, the deny list capped at its maximum. */
+static void test_encode_lists(void **state)
+{
+	(void)state;
+	struct mv_sensitive_range r[2];
+	memset(r, 0, sizeof(r));
+	r[0].id = 5;
+	r[1].id = 9;
+	snprintf(r[1].vm, sizeof(r[1].vm), "g1");
+	char *s = mv_api_encode_sensitive_list(r, 2);
+	json_t *j = json_loads(s, 0, NULL);
+	json_t *a = json_object_get(j, "ranges");
+	assert_int_equal(json_array_size(a), 2);
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(a, 0), "id")), 5);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(a, 1), "vm")), "g1");
+	json_decref(j);
+	free(s);
+	s = mv_api_encode_guard_events(NULL, 0);
+	assert_string_equal(s, "{\"events\":[]}");
+	free(s);
+	struct mv_guard_policy *p = calloc(1, sizeof(*p));
+	assert_non_null(p);
+	p->ndeny = MV_GUARD_DENY_MAX + 3;   /* a corrupt count never reads past deny[] */
+	s = mv_api_encode_guard_policy(p);
+	j = json_loads(s, 0, NULL);
+	assert_int_equal(json_array_size(json_object_get(j, "deny")), MV_GUARD_DENY_MAX);
+	json_decref(j);
+	free(s);
+	free(p);
+}
+
 /* Image, container and prepopulate bodies: good ones decode, every bad one
  * is -EINVAL naming its field. */
 static void test_ctr_codecs(void **state)
@@ -543,6 +575,7 @@ int api_codec_tests(void)
 		cmocka_unit_test(test_encode_hostile),
 		cmocka_unit_test(test_encode_host_verify_error),
 		cmocka_unit_test(test_sensitive),
+		cmocka_unit_test(test_encode_lists),
 		cmocka_unit_test(test_ctr_codecs),
 	};
 	return cmocka_run_group_tests_name("api_codec", tests, NULL, NULL);
