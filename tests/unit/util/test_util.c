@@ -99,6 +99,11 @@ static void test_atomic_file(void **s)
 	assert_int_equal(mv_read_file(path, 2, &data, &len), -EFBIG);
 	assert_null(data);
 	assert_int_equal(mv_read_file(sub, 16, &data, &len), -EBADMSG);   /* a directory */
+	int pfd[2];
+	assert_int_equal(pipe(pfd), 0);   /* a FIFO would block: refused, not read */
+	assert_int_equal(mv_read_fd(pfd[0], 16, &data, &len), -EBADMSG);
+	close(pfd[0]);
+	close(pfd[1]);
 	char link[320];
 	snprintf(link, sizeof(link), "%s/l", sub);
 	assert_int_equal(symlink(path, link), 0);
