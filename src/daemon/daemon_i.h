@@ -31,6 +31,7 @@ struct gdet {
 	int pending;                   /* action + 1 to apply at the next tick, 0 none */
 	uint64_t pending_event;
 	uint64_t pending_victim;       /* fusion key of the event's victim, 0 unknown */
+	uint64_t pending_more[3];      /* further victims (a deny-list page's other sharers) */
 	struct gwatch watch[MV_CTL_SAMPLE_MAX];
 	uint32_t nwatch;
 	bool sampling;                 /* its VMM has pages trapped */
