@@ -8,6 +8,7 @@
  * re-reads the frames on every guard check. */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -15,6 +16,34 @@
 #include <unistd.h>
 #include "memvisor/util.h"
 #include "vmm_i.h"
+
+/* KEEP: the daemon's record of pages the guard moved, sent to every new VMM
+ * (hand-over, restart): they stay out of fusion as in the VMM that moved
+ * them. A page fused meanwhile is copied back first (the daemon learns of it
+ * as broken, with an age no write-probe window counts). */
+static int guard_keep(struct vmm *v, uint64_t gpa, uint64_t len, uint32_t *kept,
+		      struct mv_error **err)
+{
+	vmm_fusion_ensure(v);
+	for (uint64_t o = 0; o < len; o += MV_PAGE_SIZE) {
+		int u = vmm_fusion_unfuse_page(v, gpa + o);
+		if (u < 0)
+			return mv_err(err, u, "unfusing gpa 0x%llx: %s",
+				      (unsigned long long)(gpa + o), strerror(-u));
+		/* Busy only for the instant a merge or fault holds it. */
+		while (u == 0 && !vmm_fusion_hold(v, gpa + o)) {
+			sched_yield();
+			u = vmm_fusion_unfuse_page(v, gpa + o);
+			if (u < 0)
+				return mv_err(err, u, "unfusing gpa 0x%llx: %s",
+					      (unsigned long long)(gpa + o), strerror(-u));
+		}
+		if (u == 0)
+			vmm_fusion_unhold(v, gpa + o);   /* leaves it KEEP */
+		(*kept)++;
+	}
+	return 0;
+}
 
 int vmm_guard(struct vmm *v, const struct mv_ctl_guard *req, struct mv_ctl_guard_reply *out,
 	      struct mv_error **err)
@@ -36,6 +65,8 @@ int vmm_guard(struct vmm *v, const struct mv_ctl_guard *req, struct mv_ctl_guard
 	if (!hva)
 		return mv_err(err, -EINVAL, "range 0x%llx+0x%llx is not inside one RAM region",
 			      (unsigned long long)req->gpa, (unsigned long long)req->len);
+	if (req->op == MV_GUARD_OP_KEEP)
+		return guard_keep(v, req->gpa, req->len, &out->kept, err);
 	/* The raw syscalls: sanitizer runtimes turn mlock() into a silent no-op. */
 	long r = syscall(req->op == MV_GUARD_OP_LOCK ? SYS_mlock : SYS_munlock, hva, req->len);
 	if (r < 0)
