@@ -45,6 +45,21 @@ static int guard_keep(struct vmm *v, uint64_t gpa, uint64_t len, uint32_t *kept,
 	return 0;
 }
 
+/* The raw syscalls: sanitizer runtimes turn mlock() into a silent no-op.
+ * Over a range of many VMAs (each fused page is one) mlock has been seen to
+ * fail with ENOMEM where every piece locks fine (ASan build): page by page
+ * then. */
+static long lock_range(long nr, void *hva, uint64_t len)
+{
+	long r = syscall(nr, hva, len);
+	if (r < 0 && errno == ENOMEM) {
+		r = 0;
+		for (uint64_t o = 0; r == 0 && o < len; o += MV_PAGE_SIZE)
+			r = syscall(nr, (uint8_t *)hva + o, MV_PAGE_SIZE);
+	}
+	return r;
+}
+
 int vmm_guard(struct vmm *v, const struct mv_ctl_guard *req, struct mv_ctl_guard_reply *out,
 	      struct mv_error **err)
 {
@@ -67,8 +82,7 @@ int vmm_guard(struct vmm *v, const struct mv_ctl_guard *req, struct mv_ctl_guard
 			      (unsigned long long)req->gpa, (unsigned long long)req->len);
 	if (req->op == MV_GUARD_OP_KEEP)
 		return guard_keep(v, req->gpa, req->len, &out->kept, err);
-	/* The raw syscalls: sanitizer runtimes turn mlock() into a silent no-op. */
-	long r = syscall(req->op == MV_GUARD_OP_LOCK ? SYS_mlock : SYS_munlock, hva, req->len);
+	long r = lock_range(req->op == MV_GUARD_OP_LOCK ? SYS_mlock : SYS_munlock, hva, req->len);
 	if (r < 0)
 		return mv_err(err, -errno, "%s: %s", req->op == MV_GUARD_OP_LOCK ? "mlock" : "munlock",
 			      strerror(errno));
@@ -256,7 +270,7 @@ int vmm_relocate(struct vmm *v, const struct mv_ctl_relocate *req,
 	     bs += BLOCK_PAGES)
 		r = reloc_block(v, mr, bs, bs + BLOCK_PAGES < rpages ? bs + BLOCK_PAGES : rpages, first,
 				end, buf, &h, out, err);
-	if (r == 0 && syscall(SYS_mlock, mr->hva + (req->gpa - mr->gpa), req->len) < 0)
+	if (r == 0 && lock_range(SYS_mlock, mr->hva + (req->gpa - mr->gpa), req->len) < 0)
 		r = mv_err(err, -errno, "mlock: %s", strerror(errno));
 	hold_release(&h);   /* the old frames go: every new one exists */
 	if (running)
