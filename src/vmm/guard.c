@@ -46,16 +46,21 @@ static int guard_keep(struct vmm *v, uint64_t gpa, uint64_t len, uint32_t *kept,
 }
 
 /* The raw syscalls: sanitizer runtimes turn mlock() into a silent no-op.
- * Over a range of many VMAs (each fused page is one) mlock has been seen to
- * fail with ENOMEM where every piece locks fine (ASan build): page by page
- * then. */
+ * mlock fails with ENOMEM when a page of the range cannot be populated: a
+ * fused page the sampled-access signal traps (PROT_NONE) while this VM was
+ * watched as a sharer of another tenant's range, until the next check drops
+ * it. Such a page is resident already (the pool's): lock it on fault
+ * (mlock2 MLOCK_ONFAULT, which populates nothing), page by page. */
 static long lock_range(long nr, void *hva, uint64_t len)
 {
 	long r = syscall(nr, hva, len);
-	if (r < 0 && errno == ENOMEM) {
+	if (r < 0 && errno == ENOMEM && nr == SYS_mlock) {
 		r = 0;
-		for (uint64_t o = 0; r == 0 && o < len; o += MV_PAGE_SIZE)
-			r = syscall(nr, (uint8_t *)hva + o, MV_PAGE_SIZE);
+		for (uint64_t o = 0; r == 0 && o < len; o += MV_PAGE_SIZE) {
+			r = syscall(SYS_mlock, (uint8_t *)hva + o, MV_PAGE_SIZE);
+			if (r < 0 && errno == ENOMEM)
+				r = syscall(SYS_mlock2, (uint8_t *)hva + o, MV_PAGE_SIZE, 1 /* ONFAULT */);
+		}
 	}
 	return r;
 }
