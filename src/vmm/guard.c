@@ -51,16 +51,31 @@ static int guard_keep(struct vmm *v, uint64_t gpa, uint64_t len, uint32_t *kept,
  * watched as a sharer of another tenant's range, until the next check drops
  * it. Such a page is resident already (the pool's): lock it on fault
  * (mlock2 MLOCK_ONFAULT, which populates nothing), page by page. */
+#define LOCK_CHUNK (2u << 20)
+
+static long lock_pages(uint8_t *hva, uint64_t len)
+{
+	long r = 0;
+	for (uint64_t o = 0; r == 0 && o < len; o += MV_PAGE_SIZE) {
+		r = syscall(SYS_mlock, hva + o, MV_PAGE_SIZE);
+		if (r < 0 && errno == ENOMEM)
+			r = syscall(SYS_mlock2, hva + o, MV_PAGE_SIZE, 1 /* MLOCK_ONFAULT */);
+	}
+	return r;
+}
+
 static long lock_range(long nr, void *hva, uint64_t len)
 {
 	long r = syscall(nr, hva, len);
-	if (r < 0 && errno == ENOMEM && nr == SYS_mlock) {
-		r = 0;
-		for (uint64_t o = 0; r == 0 && o < len; o += MV_PAGE_SIZE) {
-			r = syscall(SYS_mlock, (uint8_t *)hva + o, MV_PAGE_SIZE);
-			if (r < 0 && errno == ENOMEM)
-				r = syscall(SYS_mlock2, (uint8_t *)hva + o, MV_PAGE_SIZE, 1 /* ONFAULT */);
-		}
+	if (r == 0 || errno != ENOMEM || nr != SYS_mlock)
+		return r;
+	/* 2 MiB at a time; page by page only where that fails. */
+	r = 0;
+	for (uint64_t c = 0; r == 0 && c < len; c += LOCK_CHUNK) {
+		uint64_t n = len - c < LOCK_CHUNK ? len - c : LOCK_CHUNK;
+		r = syscall(SYS_mlock, (uint8_t *)hva + c, n);
+		if (r < 0 && errno == ENOMEM)
+			r = lock_pages((uint8_t *)hva + c, n);
 	}
 	return r;
 }
