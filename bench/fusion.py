@@ -14,7 +14,10 @@ Then the side-channel guard's overhead on a benign workload: memtouch ops/s
 (fusion on) with the guard on (detection on, a sensitive range checked every
 second, its fused pages' sharers sampled) vs off (detection off, no range),
 many short runs alternating in flipped order per pair, medians and the
-spread of the per-pair overheads. Last, detection latency over several runs of real
+spread of the per-pair overheads, per wall-clock second and per CPU-second of
+the VM's vCPU thread (schedstat; robust against the VM being descheduled:
+vcpu_cpu_share shows how much it ran; *_off_spread are the off runs relative
+to their median, i.e. the run-to-run noise). Last, detection latency over several runs of real
 attacks against a "secret" victim: a dedup write prober (from its first probe
 write, as its VMM timed it, to the event; the event's own figure is from the
 first fresh break) and a Flush+Reload attacker (from the first trapped window
@@ -163,10 +166,58 @@ def ops_per_s(vm, secs):
     return (b - a) / (time.monotonic() - t)
 
 
+def vcpu_cpu_s(pid):
+    """CPU seconds the VMM's vCPU threads (named mv-vcpuN) have run: from
+    schedstat (ns), else utime+stime. A descheduled vCPU accrues none, so ops
+    per vCPU CPU-second does not swing with other tenants' load."""
+    total = 0.0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if not f.read().startswith("mv-vcpu"):
+                    continue
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0]) / 1e9
+            except OSError:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    st = f.read().rsplit(")", 1)[1].split()
+                total += (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            continue   # a thread that ended meanwhile
+    return total
+
+
+def ops_rates(vm, secs):
+    """(ops per wall second, ops per vCPU CPU-second, vCPU CPU share)."""
+    pid = mv("vm", "show", vm, "--json")["pid"]
+    a = mv("vm", "show", vm, "--json")["stats"]["ops_done"]
+    c0, t = vcpu_cpu_s(pid), time.monotonic()
+    time.sleep(secs)
+    b = mv("vm", "show", vm, "--json")["stats"]["ops_done"]
+    c1, el = vcpu_cpu_s(pid), time.monotonic() - t
+    cpu = c1 - c0
+    return (b - a) / el, ((b - a) / cpu if cpu > 0 else None), cpu / el
+
+
+def spread(xs):
+    """median, interquartile range and min/max of a list (rounded)."""
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None
+    r4 = lambda x: round(x, 4)
+    q = statistics.quantiles(xs, n=4) if len(xs) >= 2 else [xs[0], xs[0], xs[0]]
+    return {"median": r4(statistics.median(xs)), "iqr": [r4(q[0]), r4(q[2])],
+            "min_max": [r4(min(xs)), r4(max(xs))]}
+
+
 def guard_phase():
-    """memtouch ops/s with the guard on (detection, a range, sampling) vs off:
+    """memtouch ops with the guard on (detection, a range, sampling) vs off:
     many short alternating runs (order flipped each pair, so drift and other
-    tenants' load hit both sides), per-pair overheads, median and spread."""
+    tenants' load hit both sides), per-pair overheads, median and spread; both
+    per wall-clock second and per CPU-second of the VM's vCPU thread (the
+    robust figure on a loaded host: a descheduled vCPU costs neither ops nor
+    CPU time, while wall-clock ops/s swing with other tenants)."""
     mv("vm", "create", "gb", "--memory", f"{WSS_MB}M", "--workload", "memtouch", "--wss",
        f"{WSS_MB}M", "--pattern", "random", "--rate", "0", "--fusion")
     time.sleep(1.5)
@@ -191,23 +242,30 @@ def guard_phase():
             mv("guard", "policy", "set", "--detect", "off")
         time.sleep(0.5)
 
-    off, on, pairs = [], [], []
+    off, on, pairs, cpu_off, cpu_on, cpu_pairs, share = [], [], [], [], [], [], []
     secs = 1.0 if quick else 1.5
-    for i in range(4 if quick else 12):
+    for i in range(int(os.environ.get("BENCH_GUARD_PAIRS", 4 if quick else 12))):
         res = {}
         for g in ((True, False) if i % 2 else (False, True)):
             guard(g)
-            res[g] = ops_per_s("gb", secs)
-        off.append(res[False])
-        on.append(res[True])
-        if res[False]:
-            pairs.append(1 - res[True] / res[False])
+            res[g] = ops_rates("gb", secs)
+        off.append(res[False][0])
+        on.append(res[True][0])
+        share += [res[False][2], res[True][2]]
+        if res[False][0]:
+            pairs.append(1 - res[True][0] / res[False][0])
+        if res[False][1] and res[True][1]:
+            cpu_off.append(res[False][1])
+            cpu_on.append(res[True][1])
+            cpu_pairs.append(1 - res[True][1] / res[False][1])
     g = mv("guard", "status", "--json")
     guard(False)
     mv("guard", "policy", "set", "--detect", "on")
     events = len(mv("guard", "events", "--json")["events"])
     mv("vm", "rm", "--force", "gb")
     o, n = statistics.median(off), statistics.median(on)
+    co = statistics.median(cpu_off) if cpu_off else None
+    cn = statistics.median(cpu_on) if cpu_on else None
     q = statistics.quantiles(pairs, n=4) if len(pairs) >= 2 else [None, None, None]
     r4 = lambda x: round(x, 4) if x is not None else None
     return {"ops_s_guard_off": round(o), "ops_s_guard_on": round(n),
@@ -216,6 +274,13 @@ def guard_phase():
             "overhead_pairs_iqr": [r4(q[0]), r4(q[2])],
             "overhead_pairs_min_max": [r4(min(pairs)), r4(max(pairs))] if pairs else None,
             "ops_s_off_min_max": [round(min(off)), round(max(off))],
+            "ops_per_vcpu_cpu_s_guard_off": round(co) if co else None,
+            "ops_per_vcpu_cpu_s_guard_on": round(cn) if cn else None,
+            "overhead_cpu": r4(1 - cn / co) if co and cn else None,
+            "overhead_cpu_pairs": spread(cpu_pairs),
+            "ops_per_vcpu_cpu_s_off_spread": spread([x / co for x in cpu_off]) if co else None,
+            "ops_s_off_spread": spread([x / o for x in off]) if o else None,
+            "vcpu_cpu_share": spread(share),
             "checks": g.get("checks"), "runs": len(off), "secs_per_run": secs,
             "detections_on_benign": events}
 

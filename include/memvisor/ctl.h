@@ -225,10 +225,13 @@ struct mv_ctl_unfuse {
 
 /* GUARD request: op 1 mlocks guest range [gpa, gpa+len) in the VMM (which
  * populates it: every page gets a frame that stays resident), op 2 munlocks
- * it, op 0 does neither. The range lies in one region, page aligned. The reply
+ * it, op 0 does neither, op 3 marks its pages never to be fused (a fused one
+ * is copied back first: the guard moved them, and a new VMM after a hand-over
+ * must not undo that). The range lies in one region, page aligned. The reply
  * says where each RAM region is mapped, so the daemon can read the frames
  * from /proc/PID/pagemap. */
-enum mv_ctl_guard_op { MV_GUARD_OP_QUERY = 0, MV_GUARD_OP_LOCK, MV_GUARD_OP_UNLOCK };
+enum mv_ctl_guard_op { MV_GUARD_OP_QUERY = 0, MV_GUARD_OP_LOCK, MV_GUARD_OP_UNLOCK,
+		       MV_GUARD_OP_KEEP };
 struct mv_ctl_guard {
 	uint32_t op;
 	uint32_t pad;
@@ -238,7 +241,7 @@ struct mv_ctl_guard {
 
 struct mv_ctl_guard_reply {
 	uint32_t nregions;
-	uint32_t pad;
+	uint32_t kept;         /* op 3: pages of the range marked (all of them) */
 	uint64_t gpa[MV_MEM_MAX_REGIONS];
 	uint64_t size[MV_MEM_MAX_REGIONS];
 	uint64_t hva[MV_MEM_MAX_REGIONS];

@@ -70,6 +70,10 @@ uint64_t mv_fusion_vm_fused(struct mv_fusion *f, uint64_t key);
 /* The VM's VMM copied every fused page back (UNFUSE): drop its references. */
 void mv_fusion_vm_unfused(struct mv_fusion *f, uint64_t key, uint64_t count);
 
+/* Never proposes pages [gpa, gpa+len) of VM key again (the guard moved them
+ * to fresh frames); until the VM is detached. -ENOENT when not attached. */
+int mv_fusion_vm_keep(struct mv_fusion *f, uint64_t key, uint64_t gpa, uint64_t len);
+
 /* Scans up to budget pages (rate limiting is the caller's), resuming where
  * the last call stopped, and appends proposals to out[0..cap). *n gets their
  * number. Every proposal must be answered with mv_fusion_commit(). */

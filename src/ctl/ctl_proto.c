@@ -246,7 +246,7 @@ int mv_ctl_validate_payload(const struct mv_ctl_msg *m, struct mv_error **err)
 		}
 		struct mv_ctl_guard g;
 		memcpy(&g, m->payload, sizeof(g));
-		if (g.op > MV_GUARD_OP_UNLOCK || g.gpa % MV_PAGE_SIZE || g.len % MV_PAGE_SIZE ||
+		if (g.op > MV_GUARD_OP_KEEP || g.gpa % MV_PAGE_SIZE || g.len % MV_PAGE_SIZE ||
 		    (g.op != MV_GUARD_OP_QUERY && (g.len == 0 || g.gpa + g.len < g.gpa)))
 			return mv_err(err, -EPROTO, "control GUARD: bad field");
 		return 0;

@@ -31,6 +31,7 @@ struct gdet {
 	int pending;                   /* action + 1 to apply at the next tick, 0 none */
 	uint64_t pending_event;
 	uint64_t pending_victim;       /* fusion key of the event's victim, 0 unknown */
+	uint64_t pending_more[3];      /* further victims (a deny-list page's other sharers) */
 	struct gwatch watch[MV_CTL_SAMPLE_MAX];
 	uint32_t nwatch;
 	bool sampling;                 /* its VMM has pages trapped */
@@ -89,6 +90,7 @@ struct vmmgr {
 	struct guard *guard;         /* guard.c: sensitive ranges, co-residency findings */
 	struct ctrmgr *ctr;          /* ctrmgr.c: images, containers, the shared cache */
 	struct detect *detect;       /* guard_detect.c: policy, events */
+	struct guard_keep *keep;     /* guard_keep.c: pages moved by the guard, never fused */
 };
 
 /* state.c */
@@ -219,6 +221,20 @@ int image_remove(void *ctx, const char *name, struct mv_error **err);
 int cache_prepopulate(void *ctx, char *const *refs, size_t n, struct mv_cache_info *out,
 		      struct mv_error **err);
 int cache_get(void *ctx, struct mv_cache_info *out, struct mv_error **err);
+
+/* guard_keep.c: guest ranges the guard moved, kept out of fusion in the
+ * scanner and in every VMM (SQLite guard_kept). init after state_open. */
+int guard_keep_init(struct vmmgr *m, struct mv_error **err);
+void guard_keep_fini(struct vmmgr *m);
+/* Lock held: records a moved range (durably) and tells the scanner. */
+int guard_keep_add(struct vmmgr *m, struct dvm *vm, uint64_t gpa, uint64_t len,
+		   struct mv_error **err);
+/* Lock held: vm was just attached to fusion (a new VMM, a new scanner): its
+ * kept ranges go to the scanner and to its VMM (GUARD op KEEP). */
+void guard_keep_attached(struct vmmgr *m, struct dvm *vm);
+/* Pages of vm_id kept out of fusion. */
+uint64_t guard_keep_pages(struct vmmgr *m, const char *vm_id);
+void guard_keep_vm_removed(struct vmmgr *m, const char *vm_id);
 
 /* guard_detect.c: detection of attackers and the policy's responses. */
 void detect_init(struct vmmgr *m);

@@ -163,6 +163,8 @@ static void attach_all(struct vmmgr *m)
 				mv_log(MV_LOG_WARN, "vm %s: fusion: %s", vm->info.name, mv_error_msg(err, r));
 			mv_error_free(err);
 			vm->fusion_pool_sent = false;
+			if (r == 0)
+				guard_keep_attached(m, vm);   /* pages the guard moved stay out */
 		} else if (!eligible(vm) && att) {
 			(void)fusion_vm_unfuse(m, vm, NULL);
 		} else if (att && vm->info.fused_pages) {

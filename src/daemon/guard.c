@@ -321,6 +321,10 @@ int guard_move(struct vmmgr *m, struct dvm *victim, uint64_t *moved, uint64_t *u
 		if (rr.elapsed_us > *us)
 			*us = rr.elapsed_us;
 		ranges++;
+		/* Never fused again, whichever VMM runs the VM from now on. */
+		r = guard_keep_add(m, victim, g->gpa, g->len, err);
+		if (r < 0)
+			return r;
 		/* The frames changed: read them again and record the new ones. */
 		r = resolve(m, g, victim, err);
 		if (r < 0)
@@ -556,6 +560,7 @@ static void range_drop(struct vmmgr *m, size_t i)
 
 void guard_vm_removed(struct vmmgr *m, const char *vm_id)
 {
+	guard_keep_vm_removed(m, vm_id);
 	for (size_t i = m->guard ? m->guard->n : 0; i-- > 0;)
 		if (!strcmp(m->guard->r[i].vm_id, vm_id))
 			range_drop(m, i);

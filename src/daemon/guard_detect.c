@@ -294,12 +294,51 @@ struct deny_ctx {
 	size_t n;
 	uint64_t keys[8], gpas[8], pages[8];
 	size_t nk;
+	uint64_t sharers[8];   /* every VM mapping the page, in a range first */
+	bool in_range[8];
+	size_t ns;
 };
+
+static void sharer_add(struct deny_ctx *c, uint64_t key, bool in_range)
+{
+	for (size_t i = 0; i < c->ns; i++)
+		if (c->sharers[i] == key) {
+			c->in_range[i] = c->in_range[i] || in_range;
+			return;
+		}
+	if (c->ns < 8) {
+		c->sharers[c->ns] = key;
+		c->in_range[c->ns++] = in_range;
+	}
+}
+
+static bool has_range(const struct mv_guard_range *rs, size_t n, uint64_t key)
+{
+	for (size_t i = 0; key && i < n; i++)
+		if (rs[i].key == key)
+			return true;
+	return false;
+}
+
+/* A deny-list hit's victims: the VMs whose pages the suspect's denied page is
+ * fused with and that have a sensitive range (those sharing it from inside
+ * one first). None: the move response falls back to unfuse. */
+static void deny_victims(const struct deny_ctx *c, uint64_t suspect, uint64_t out[4])
+{
+	size_t k = 0;
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < c->ns && k < 4; i++)
+			if (c->sharers[i] != suspect && c->in_range[i] == (pass == 0) &&
+			    has_range(c->rs, c->n, c->sharers[i]))
+				out[k++] = c->sharers[i];
+}
 
 static void deny_sharer(uint64_t key, uint64_t gpa, void *arg)
 {
 	struct deny_ctx *c = arg;
-	if (in_ranges(c->rs, c->n, key, gpa))
+	bool inr = in_ranges(c->rs, c->n, key, gpa);
+	sharer_add(c, key, inr);
+	if (inr)
 		return;   /* the tenant's own protected copy: it is the victim */
 	for (size_t i = 0; i < c->nk; i++)
 		if (c->keys[i] == key) {
@@ -326,14 +365,56 @@ void detect_deny_check(struct vmmgr *m, const struct mv_guard_range *rs, size_t 
 		mv_fusion_sharers(m->fusion, off, deny_sharer, &c);
 		for (size_t k = 0; k < c.nk; k++) {
 			struct dvm *vm = by_key(m, c.keys[k]);
-			if (vm && !vm->det.flagged[MV_SIG_DENY_HASH])
-				detected(m, vm, NULL, MV_SIG_DENY_HASH, c.pages[k], 0, c.gpas[k], 0,
-					 d->pol.deny[i].name);
+			if (!vm || vm->det.flagged[MV_SIG_DENY_HASH])
+				continue;
+			uint64_t v[4] = {0};
+			deny_victims(&c, vm->fkey, v);
+			bool queued = vm->det.pending == 0;
+			detected(m, vm, by_key(m, v[0]), MV_SIG_DENY_HASH, c.pages[k], 0, c.gpas[k], 0,
+				 d->pol.deny[i].name);
+			if (queued)
+				memcpy(vm->det.pending_more, v + 1, sizeof(vm->det.pending_more));
 		}
 	}
 }
 
 /* ---- responses ---- */
+
+/* Not the suspect: the victims' data leaves the frames it may know. With no
+ * victim that has a sensitive range (a deny-list page shared only with VMs
+ * that protect nothing) there is nothing to move: the suspect is unfused
+ * instead, and the outcome says so. */
+static int respond_move(struct vmmgr *m, struct dvm *vm, char *note, size_t cap,
+			struct mv_error **err)
+{
+	uint64_t keys[4] = {vm->det.pending_victim};
+	memcpy(keys + 1, vm->det.pending_more, sizeof(vm->det.pending_more));
+	memset(vm->det.pending_more, 0, sizeof(vm->det.pending_more));
+	size_t len = 0, nvict = 0;
+	for (size_t i = 0; i < 4; i++) {
+		struct dvm *victim = keys[i] ? by_key(m, keys[i]) : NULL;
+		if (!victim)
+			continue;
+		uint64_t moved, us;
+		int r = guard_move(m, victim, &moved, &us, err);
+		if (r < 0)
+			return r;
+		nvict++;
+		if (len < cap)
+			len += (size_t)snprintf(note + len, cap - len, "%s%llu pages of vm %s moved to new "
+						"frames in %llu us", len ? "; " : "ok: ",
+						(unsigned long long)moved, victim->info.name,
+						(unsigned long long)us);
+	}
+	if (nvict)
+		return 0;
+	vm->info.fusion_excluded = true;
+	int r = fusion_vm_unfuse(m, vm, err);
+	if (r == 0 && snprintf(note, cap, "ok: no victim with a sensitive range to move; "
+			       "unfused the suspect instead") >= (int)cap)
+		note[cap - 1] = '\0';
+	return r;
+}
 
 static int respond(struct vmmgr *m, struct dvm *vm, enum mv_guard_action a, char *note,
 		   size_t cap, struct mv_error **err)
@@ -362,18 +443,8 @@ static int respond(struct vmmgr *m, struct dvm *vm, enum mv_guard_action a, char
 	}
 	case MV_ACT_STOP:
 		return vmmgr_stop_vm(m, vm, err);
-	case MV_ACT_MOVE: {
-		/* Not the suspect: the victim's data leaves the frames it may know. */
-		struct dvm *victim = vm->det.pending_victim ? by_key(m, vm->det.pending_victim) : NULL;
-		if (!victim)
-			return mv_err(err, -ESRCH, "move: no victim known for this detection");
-		uint64_t moved, us;
-		int r = guard_move(m, victim, &moved, &us, err);
-		if (r == 0)
-			snprintf(note, cap, "ok: %llu pages of vm %s moved to new frames in %llu us",
-				 (unsigned long long)moved, victim->info.name, (unsigned long long)us);
-		return r;
-	}
+	case MV_ACT_MOVE:
+		return respond_move(m, vm, note, cap, err);
 	default:
 		return -EINVAL;
 	}
@@ -393,6 +464,7 @@ void detect_respond(struct vmmgr *m)
 		int r = vm->ctl >= 0 ? respond(m, vm, a, note, sizeof(note), &err)
 				     : mv_err(&err, -ESRCH, "VMM gone");
 		vm->det.pending_victim = 0;
+		memset(vm->det.pending_more, 0, sizeof(vm->det.pending_more));
 		struct mv_guard_event_info *e = event_by_id(d, vm->det.pending_event);
 		if (e)
 			snprintf(e->outcome, sizeof(e->outcome), "%s", r < 0 ? mv_error_msg(err, r) : note);

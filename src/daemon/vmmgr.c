@@ -563,6 +563,8 @@ int vmmgr_init(struct vmmgr *m, const struct daemon_cfg *cfg, struct mv_error **
 		return r;
 	detect_init(m);
 	r = guard_init(m, err);
+	if (r == 0)
+		r = guard_keep_init(m, err);
 	if (r < 0)
 		return r;
 	struct mv_vm_info *rows;
@@ -586,6 +588,7 @@ void vmmgr_fini(struct vmmgr *m)
 		vmmgr_vm_free(m, m->vms[m->nvms - 1]);
 	free(m->vms);
 	guard_fini(m);
+	guard_keep_fini(m);
 	detect_fini(m);
 	state_close(m);
 }

@@ -43,6 +43,7 @@ struct fvm {
 	struct mv_mem_layout l;   /* dup'ed fds */
 	struct u64map map;        /* gpa + 1 -> mapping index */
 	uint64_t nfused;
+	struct u64map keep;       /* gpa + 1: never proposed (mv_fusion_vm_keep) */
 };
 
 struct cand {
@@ -109,6 +110,7 @@ static void vm_free(struct fvm *v)
 {
 	mv_mem_layout_close(&v->l);
 	u64map_free(&v->map);
+	u64map_free(&v->keep);
 	free(v);
 }
 
@@ -368,11 +370,28 @@ static bool same_as(struct mv_fusion *f, uint32_t s, uint64_t gpa, const uint8_t
 	return pread(fd, f->cmp, PS, (off_t)off) == (ssize_t)PS && memcmp(f->cmp, page, PS) == 0;
 }
 
+/* The guard's skip hook: pages it moved to fresh frames stay out of fusion. */
+static bool kept(const struct fvm *v, uint64_t gpa)
+{
+	return v->keep.n && u64map_get(&v->keep, gpa + 1, NULL);
+}
+
+int mv_fusion_vm_keep(struct mv_fusion *f, uint64_t key, uint64_t gpa, uint64_t len)
+{
+	pthread_mutex_lock(&f->lock);
+	int s = slot_of_key(f, key);
+	for (uint64_t o = 0; s >= 0 && o < len; o += PS)
+		u64map_put(&f->vms[s]->keep, gpa + o + 1, 1);
+	pthread_mutex_unlock(&f->lock);
+	return s < 0 ? -ENOENT : 0;
+}
+
 static void scan_page(struct mv_fusion *f, uint32_t s, uint64_t gpa, const uint8_t *page,
 		      struct mv_fusion_merge *out, size_t *n)
 {
 	struct fvm *v = f->vms[s];
-	if (u64map_get(&v->map, gpa + 1, NULL) || v->nfused >= f->cfg.max_fused_per_vm)
+	if (u64map_get(&v->map, gpa + 1, NULL) || v->nfused >= f->cfg.max_fused_per_vm ||
+	    kept(v, gpa))
 		return;
 	uint64_t h = content_hash(page), x;
 	if (u64map_get(&f->stable, h, &x)) {
@@ -387,7 +406,7 @@ static void scan_page(struct mv_fusion *f, uint32_t s, uint64_t gpa, const uint8
 		struct cand c = f->cands[x];
 		bool live = c.vm < f->nvms && f->vms[c.vm] && f->vms[c.vm]->key == c.key &&
 			    !(c.vm == s && c.gpa == gpa) &&
-			    !u64map_get(&f->vms[c.vm]->map, c.gpa + 1, NULL) &&
+			    !u64map_get(&f->vms[c.vm]->map, c.gpa + 1, NULL) && !kept(f->vms[c.vm], c.gpa) &&
 			    f->vms[c.vm]->nfused < f->cfg.max_fused_per_vm;
 		uint32_t p;
 		if (live && same_as(f, c.vm, c.gpa, page) && pool_get_new(f, h, page, &p) == 0) {

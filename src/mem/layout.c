@@ -17,12 +17,11 @@
 #ifndef MFD_HUGE_2MB
 #define MFD_HUGE_2MB (21U << 26)  /* log2(2 MiB) << MFD_HUGE_SHIFT */
 #endif
-#define HUGEPAGES_FREE "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
+#define HUGEPAGES_DIR "/sys/kernel/mm/hugepages/hugepages-2048kB/"
 
-/* Free 2 MiB pages right now; 0 when the pool is absent or unreadable. */
-static uint64_t free_hugepages(void)
+static uint64_t hugepages_read(const char *name)
 {
-	FILE *f = fopen(HUGEPAGES_FREE, "re");
+	FILE *f = fopen(name, "re");
 	unsigned long long v = 0;
 	if (!f)
 		return 0;
@@ -30,6 +29,16 @@ static uint64_t free_hugepages(void)
 		v = 0;
 	fclose(f);
 	return v;
+}
+
+/* Free 2 MiB pages right now that nobody reserved (a reserved page counts as
+ * free until faulted in, but a new mapping cannot have it: mmap fails with
+ * ENOMEM); 0 when the pool is absent or unreadable. */
+static uint64_t free_hugepages(void)
+{
+	uint64_t free = hugepages_read(HUGEPAGES_DIR "free_hugepages");
+	uint64_t rsvd = hugepages_read(HUGEPAGES_DIR "resv_hugepages");
+	return free > rsvd ? free - rsvd : 0;
 }
 
 static int region_memfd(const char *name, unsigned idx, uint64_t size, bool huge,

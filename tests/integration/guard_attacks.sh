@@ -13,7 +13,8 @@
 # and it is unfused. The Flush+Reload accuracy bar (>= 0.75, best of 3) is
 # asserted only when the attack can physically work here: the calibration
 # shows a hit/miss gap and the host is not oversubscribed (cross-core reload
-# timing needs victim and attacker running at once; printed either way).
+# timing needs victim and attacker running at once; printed either way). Their
+# vCPU threads are pinned to distinct CPUs for it.
 . "$(dirname "$0")/lib.sh"
 
 start_daemon --fusion-rate 200000
@@ -90,6 +91,13 @@ mv guard policy set --detect off >/dev/null
 mv vm create victim --memory 16M --workload secret --seed 9 --wss 64K --fusion >/dev/null
 mv vm create fr --memory 16M --workload flushreload --seed 9 --wss 64K --fusion >/dev/null
 mv vm sensitive add victim --gpa 0 --len 12K >/dev/null   # secret and public pages
+# Cross-core Flush+Reload needs victim and attacker on two cores at once: pin
+# their vCPU threads (named mv-vcpuN) to distinct CPUs when there are two.
+vcpu_tid() { grep -l '^mv-vcpu0$' /proc/"$(vm_field "$1" '["pid"]')"/task/*/comm | head -1 | cut -d/ -f5; }
+if [ "$(nproc)" -ge 2 ]; then
+  taskset -pc 0 "$(vcpu_tid victim)" >/dev/null && taskset -pc 1 "$(vcpu_tid fr)" >/dev/null ||
+    log "could not pin the vCPU threads"
+fi
 both_fused() { [ "$(vm_field fr '["fusion"]["fused_pages"]')" -ge 2 ]; }
 wait_for 30 both_fused || fail "the public pages did not fuse"
 fr_round() { [ "$(aux_i fr 0)" -ge 1 ]; }   # the calibration comes with the first round

@@ -159,6 +159,17 @@ static void test_rejects_bad_payloads(void **st)
 		assert_int_equal(mv_ctl_validate_payload(&m, &err), i == 0 ? 0 : -EPROTO);
 		mv_error_free(err);
 	}
+	/* GUARD: ops 0..3 (3 = keep out of fusion), a range for all but query. */
+	struct mv_ctl_guard g[] = {{.op = MV_GUARD_OP_KEEP, .gpa = 4096, .len = 8192},
+				   {.op = MV_GUARD_OP_QUERY}, {.op = MV_GUARD_OP_KEEP + 1, .len = 4096},
+				   {.op = MV_GUARD_OP_KEEP, .gpa = 0, .len = 0},
+				   {.op = MV_GUARD_OP_KEEP, .gpa = 4096, .len = 100}};
+	for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
+		err = NULL;
+		mv_ctl_msg_init(&m, MV_CTL_GUARD, &g[i], sizeof(g[i]));
+		assert_int_equal(mv_ctl_validate_payload(&m, &err), i < 2 ? 0 : -EPROTO);
+		mv_error_free(err);
+	}
 }
 
 static void test_fds_over_socket(void **st)

@@ -132,6 +132,41 @@ static void test_two_vms_share(void **state)
 	mv_mem_layout_close(&lb);
 }
 
+/* Pages the guard moved (kept) are never proposed, on either side of a
+ * match, while their identical twins elsewhere still are. */
+static void test_keep(void **state)
+{
+	uint64_t a[NPAGES] = {0}, b[NPAGES] = {0};
+	for (int i = 0; i < 16; i++)
+		a[i] = b[i] = 300 + (uint64_t)i;
+	b[20] = 300;   /* b's own twin of page 0 */
+	struct mv_mem_layout la, lb;
+	make_vm(&la, a);
+	make_vm(&lb, b);
+	struct mv_fusion *f = new_fusion(1024, 1024);
+	assert_int_equal(mv_fusion_vm_keep(f, 1, 0, 8 * PS), -ENOENT);   /* not attached */
+	assert_int_equal(mv_fusion_vm_add(f, 1, &la, NULL), 0);
+	assert_int_equal(mv_fusion_vm_add(f, 2, &lb, NULL), 0);
+	assert_int_equal(mv_fusion_vm_keep(f, 1, 0, 8 * PS), 0);
+	/* a's pages 8..15 pair with b's; a's 0..7 never; b's 0 with its own 20. */
+	assert_int_equal(scan_all(f, true), 16 + 2);
+	uint64_t off;
+	for (uint64_t i = 0; i < 8; i++)
+		assert_int_equal(mv_fusion_lookup(f, 1, i * PS, &off), -ENOENT);
+	assert_int_equal(mv_fusion_lookup(f, 1, 8 * PS, &off), 0);
+	assert_int_equal(mv_fusion_lookup(f, 2, 0, &off), 0);
+	assert_int_equal(mv_fusion_sharers(f, off, NULL, NULL), 2);   /* b's 0 and 20 */
+	/* Detaching forgets the marks (the daemon sends them again on attach). */
+	mv_fusion_vm_remove(f, 1);
+	assert_int_equal(mv_fusion_vm_add(f, 1, &la, NULL), 0);
+	/* a's 16 pages, and b's 1..7 which had no twin until now */
+	assert_int_equal(scan_all(f, true), 16 + 7);
+	assert_int_equal(mv_fusion_lookup(f, 1, 0, &off), 0);
+	mv_fusion_destroy(f);
+	mv_mem_layout_close(&la);
+	mv_mem_layout_close(&lb);
+}
+
 static void test_misses_and_holes(void **state)
 {
 	uint64_t a[NPAGES] = {0};
@@ -231,6 +266,7 @@ int main(void)
 		cmocka_unit_test(test_caps),
 		cmocka_unit_test(test_all_holes),
 		cmocka_unit_test(test_u64map),
+		cmocka_unit_test(test_keep),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
