@@ -152,6 +152,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	if (host_guest_ram_pages() == MV_MEM_PAGES_4K)
+		mv_log(MV_LOG_WARN, "guest RAM gets 4 KiB pages: shmem transparent huge pages are off "
+		       "(/sys/kernel/mm/transparent_hugepage/shmem_enabled) and no 2 MiB hugetlb "
+		       "pages are free; incoming migrations allocate memory several times slower. "
+		       "Run scripts/host-setup (sets shmem THP to 'advise')");
+
 	/* Signals are taken synchronously by main; worker threads inherit the mask. */
 	sigset_t set;
 	sigemptyset(&set);
