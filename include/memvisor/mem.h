@@ -49,6 +49,9 @@ enum mv_mem_pages {
  * transparent_hugepage/shmem_enabled advise, always, within_size or force;
  * scripts/host-setup sets advise)? Read afresh on each call. */
 bool mv_mem_shmem_thp(void);
+/* Free 2 MiB hugetlb pages not reserved by a mapping yet (what backing
+ * "auto" checks a new VM against). */
+uint64_t mv_mem_hugepages_available(void);
 /* "4k", "thp" or "hugetlb". */
 const char *mv_mem_pages_name(enum mv_mem_pages p);
 
