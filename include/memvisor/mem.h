@@ -90,6 +90,9 @@ struct mv_mem_region {
 int mv_guest_mem_map(const struct mv_mem_layout *l, struct mv_guest_mem **out,
 		     struct mv_error **err) MV_MUST_CHECK;
 void mv_guest_mem_unmap(struct mv_guest_mem *m);
+/* Takes shmem THP back (MADV_NOHUGEPAGE) before guest RAM is touched, for
+ * VMs in page fusion: it merges and copies 4 KiB pages. */
+void mv_guest_mem_no_thp(struct mv_guest_mem *m);
 unsigned mv_guest_mem_nregions(const struct mv_guest_mem *m);
 const struct mv_mem_region *mv_guest_mem_region(const struct mv_guest_mem *m, unsigned i);
 uint64_t mv_guest_mem_ram_size(const struct mv_guest_mem *m);

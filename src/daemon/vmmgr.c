@@ -126,6 +126,7 @@ int vmmgr_send_setup(struct dvm *vm, int sock, uint32_t *seq, const struct mv_wl
 	s.nvcpus = vm->info.vcpus;
 	s.dirty_tracking = 1;
 	s.start_paused = start_paused;
+	s.no_thp = vm->info.fusion;
 	s.wl = vm->info.workload;
 	if (states) {
 		s.resume = 1;

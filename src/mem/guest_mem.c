@@ -76,6 +76,17 @@ void mv_guest_mem_unmap(struct mv_guest_mem *m)
 	free(m);
 }
 
+void mv_guest_mem_no_thp(struct mv_guest_mem *m)
+{
+	for (unsigned i = 0; i < m->n; i++) {
+		struct mv_mem_region *r = &m->r[i];
+		if (r->pages != MV_MEM_PAGES_THP)
+			continue;
+		(void)madvise(r->hva, r->size, MADV_NOHUGEPAGE);
+		r->pages = MV_MEM_PAGES_4K;
+	}
+}
+
 unsigned mv_guest_mem_nregions(const struct mv_guest_mem *m)
 {
 	return m->n;
