@@ -17,7 +17,9 @@ times (medians); then guests dirtying memory at 1/8, 1/4 and 1/2 of the link
 rate, the link rate being the raw bound measured at the start in pages/s
 (measured_dirty_rate is the guest's rate over the last pass as the migration
 saw it: after any auto-converge throttling, which ends with the migration).
-Prints JSON. Usage: migrate.py BUILD_DIR [--quick]"""
+The JSON names the pages guest RAM runs on (guest_ram_pages: hugetlb, thp or
+4k, from the daemon; shmem_thp: the host's sysfs setting): a destination's
+allocation costs several times more on 4k. Usage: migrate.py BUILD_DIR [--quick]"""
 import json, os, shutil, socket, statistics, subprocess, sys, tempfile, threading, time
 
 build = os.path.abspath(sys.argv[1])
@@ -108,6 +110,19 @@ b, b_sock = daemon("b", pb)
 side = {a_sock: pa, b_sock: pb}
 results = []
 load0 = list(os.getloadavg())   # other users of the machine show up here
+
+
+def sysfs_choice(path):
+    try:
+        return open(path).read().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return None
+
+
+# What guest RAM (and so the destination's allocation) runs on: hugetlb,
+# thp or 4k, as the daemon reports it, and the host setting behind it.
+guest_ram_pages = mv(a_sock, "host", "--json")["guest_ram_pages"]
+shmem_thp = sysfs_choice("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
 try:
     link_s = raw_bound(256 << 20)
     link_pages = int((256 << 20) / link_s / PAGE)
@@ -173,7 +188,8 @@ try:
             mv(b_sock, "vm", "rm", "--force", name)
     idle = [r["throughput_over_raw"] for r in results if r["dirty_rate_pages_s"] == 0]
     dirty = [r["downtime_ms"] for r in results if r["dirty_rate_pages_s"]]
-    print(json.dumps({"bench": "migrate", "loadavg_start": load0,
+    print(json.dumps({"bench": "migrate", "guest_ram_pages": guest_ram_pages,
+                      "shmem_thp": shmem_thp, "loadavg_start": load0,
                       "loadavg_end": list(os.getloadavg()), "link_pages_s": link_pages,
                       "link_bytes_s": int((256 << 20) / link_s), "results": results,
                       "idle_throughput_over_raw_min": min(idle),

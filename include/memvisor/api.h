@@ -166,7 +166,8 @@ struct mv_host_info {
 	char state_dir[256];
 	uint64_t memory_capacity;     /* bytes of guest RAM this host admits */
 	uint64_t memory_used;         /* sum of admitted VMs' memory */
-	uint64_t hugepages_free;      /* 2 MiB pages */
+	uint64_t hugepages_free;      /* 2 MiB hugetlb pages free and not reserved */
+	char guest_ram_pages[8];      /* "hugetlb", "thp" or "4k": what a new VM gets */
 	char dirty_backend[16];       /* what AUTO picks on this kernel */
 	uint32_t vms;
 };

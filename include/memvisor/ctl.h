@@ -83,7 +83,7 @@ struct mv_ctl_setup {
 	struct mv_wl_params wl;
 	struct mv_ctl_region regions[MV_MEM_MAX_REGIONS];
 	uint32_t resume;       /* 1: continue from states[] over RAM as it is (hand-over) */
-	uint32_t pad;
+	uint32_t no_thp;       /* 1: 4 KiB pages only (page fusion merges 4 KiB pages) */
 	struct mv_wl_state states[MV_MAX_VCPUS];
 };
 

@@ -39,6 +39,22 @@ enum mv_mem_backing {
 	MV_MEM_BACKING_HUGETLB,  /* fails with -ENOMEM if the pages are not reserved */
 };
 
+/* The pages guest RAM lives on. */
+enum mv_mem_pages {
+	MV_MEM_PAGES_4K,       /* 4 KiB shmem: shmem THP is off on this host */
+	MV_MEM_PAGES_THP,      /* shmem with 2 MiB transparent huge pages (MADV_HUGEPAGE) */
+	MV_MEM_PAGES_HUGETLB,  /* 2 MiB hugetlbfs pages (a reserved pool) */
+};
+/* Does this host give madvised shmem mappings 2 MiB pages (sysfs
+ * transparent_hugepage/shmem_enabled advise, always, within_size or force;
+ * scripts/host-setup sets advise)? Read afresh on each call. */
+bool mv_mem_shmem_thp(void);
+/* Free 2 MiB hugetlb pages not reserved by a mapping yet (what backing
+ * "auto" checks a new VM against). */
+uint64_t mv_mem_hugepages_available(void);
+/* "4k", "thp" or "hugetlb". */
+const char *mv_mem_pages_name(enum mv_mem_pages p);
+
 /* Creates the memfds for ram_size bytes of guest RAM (sparse: nothing is
  * touched). The caller owns the fds in *out and closes them with
  * mv_mem_layout_close(). name labels the memfds (visible in /proc).
@@ -64,6 +80,7 @@ struct mv_mem_region {
 	uint8_t *hva;
 	uint32_t flags;
 	int fd;              /* owned by the mv_guest_mem (a dup of the layout's) */
+	enum mv_mem_pages pages;   /* what faults in here allocate (decided at map time) */
 };
 
 /* Maps every region of l (validated first, fds included). The fds are
@@ -73,6 +90,9 @@ struct mv_mem_region {
 int mv_guest_mem_map(const struct mv_mem_layout *l, struct mv_guest_mem **out,
 		     struct mv_error **err) MV_MUST_CHECK;
 void mv_guest_mem_unmap(struct mv_guest_mem *m);
+/* Takes shmem THP back (MADV_NOHUGEPAGE) before guest RAM is touched, for
+ * VMs in page fusion: it merges and copies 4 KiB pages. */
+void mv_guest_mem_no_thp(struct mv_guest_mem *m);
 unsigned mv_guest_mem_nregions(const struct mv_guest_mem *m);
 const struct mv_mem_region *mv_guest_mem_region(const struct mv_guest_mem *m, unsigned i);
 uint64_t mv_guest_mem_ram_size(const struct mv_guest_mem *m);

@@ -27,7 +27,7 @@
 #include "memvisor/vm.h"
 
 #define MV_MIGRATE_MAGIC 0x474d564dU    /* "MVMG" as little-endian bytes */
-#define MV_MIGRATE_VERSION 1
+#define MV_MIGRATE_VERSION 2   /* 2: RAM entry headers before the data */
 #define MV_MIGRATE_PAGE_SIZE 4096u
 #define MV_MIGRATE_HDR_SIZE 28u          /* frame header bytes */
 #define MV_MIGRATE_MAX_PAYLOAD (2u << 20)

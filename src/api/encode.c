@@ -142,12 +142,13 @@ char *mv_api_encode_vm(const struct mv_vm_info *vm)
 char *mv_api_encode_host(const struct mv_host_info *h)
 {
 	uint64_t free_b = h->memory_capacity > h->memory_used ? h->memory_capacity - h->memory_used : 0;
-	return api_dump(json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:I}",
+	return api_dump(json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:I}",
 			      "version", JSTR(h->version), "hostname", JSTR(h->hostname),
 			      "state_dir", JSTR(h->state_dir),
 			      "memory_capacity", api_ju(h->memory_capacity),
 			      "memory_used", api_ju(h->memory_used), "memory_free", api_ju(free_b),
 			      "hugepages_free", api_ju(h->hugepages_free),
+			      "guest_ram_pages", JSTR(h->guest_ram_pages),
 			      "dirty_backend", JSTR(h->dirty_backend), "vms", (json_int_t)h->vms));
 }
 

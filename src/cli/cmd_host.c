@@ -63,6 +63,7 @@ int mv_cli_cmd_host(const struct mv_cli *cli, int argc, char **argv)
 	if (mv_cli_jint(h, "hugepages_free", &v) && v >= 0)
 		mv_cli_kv(KV_W, "hugepages free", "%lld x 2 MiB (%s)", v,
 			  mv_fmt_size((uint64_t)v * HUGEPAGE_2M, sz, sizeof(sz)));
+	mv_cli_kv(KV_W, "guest ram pages", "%s", mv_cli_jstr(h, "guest_ram_pages", "-"));
 	mv_cli_kv(KV_W, "dirty backend", "%s", mv_cli_jstr(h, "dirty_backend", "-"));
 	if (mv_cli_jint(h, "vms", &v))
 		mv_cli_kv(KV_W, "vms", "%lld", v);

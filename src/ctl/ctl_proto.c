@@ -166,7 +166,7 @@ int mv_ctl_validate_payload(const struct mv_ctl_msg *m, struct mv_error **err)
 		memcpy(&s, m->payload, sizeof(s));
 		if (s.nvcpus == 0 || s.nvcpus > MV_MAX_VCPUS || s.start_paused > 1 ||
 		    s.dirty_tracking > 1 || s.wl.kind >= MV_WL__COUNT || s.wl.pattern >= MV_PAT__COUNT ||
-		    s.resume > 1)
+		    s.resume > 1 || s.no_thp > 1)
 			return mv_err(err, -EPROTO, "control SETUP: bad field");
 		if (s.resume && check_states(s.states, s.nvcpus, err) < 0)
 			return -EPROTO;

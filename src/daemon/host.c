@@ -5,18 +5,6 @@
 #include <sys/random.h>
 #include "daemon_i.h"
 
-static uint64_t read_u64(const char *path)
-{
-	FILE *f = fopen(path, "re");
-	unsigned long long v = 0;
-	if (f) {
-		if (fscanf(f, "%llu", &v) != 1)
-			v = 0;
-		fclose(f);
-	}
-	return v;
-}
-
 uint64_t host_mem_total(void)
 {
 	FILE *f = fopen("/proc/meminfo", "re");
@@ -32,7 +20,17 @@ uint64_t host_mem_total(void)
 
 uint64_t host_hugepages_free(void)
 {
-	return read_u64("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages");
+	return mv_mem_hugepages_available();
+}
+
+/* What a new VM's RAM gets (backing "auto"): hugetlb while the pool has
+ * free pages (a VM that fits takes them), else shmem THP if the host's
+ * policy honours MADV_HUGEPAGE, else 4 KiB. */
+enum mv_mem_pages host_guest_ram_pages(void)
+{
+	if (host_hugepages_free() > 0)
+		return MV_MEM_PAGES_HUGETLB;
+	return mv_mem_shmem_thp() ? MV_MEM_PAGES_THP : MV_MEM_PAGES_4K;
 }
 
 int host_random_id(char *out, size_t len)

@@ -152,6 +152,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	if (host_guest_ram_pages() == MV_MEM_PAGES_4K)
+		mv_log(MV_LOG_INFO, "guest RAM gets 4 KiB pages (shmem THP off, no free 2 MiB "
+		       "hugetlb pages); for 2 MiB pages reserve a hugetlb pool (vm.nr_hugepages) "
+		       "or run scripts/host-setup --thp");
+
 	/* Signals are taken synchronously by main; worker threads inherit the mask. */
 	sigset_t set;
 	sigemptyset(&set);

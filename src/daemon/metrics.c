@@ -34,6 +34,12 @@ char *metrics_render(struct vmmgr *m)
 		(unsigned long long)vmmgr_used(m));
 	fprintf(f, "memvisor_guest_memory_bytes{kind=\"resident\"} %llu\n",
 		(unsigned long long)resident);
+	family(f, "memvisor_host_guest_ram_pages", "gauge",
+	       "1 for the pages a new VM's RAM gets on this host (hugetlb, thp or 4k).");
+	enum mv_mem_pages pages = host_guest_ram_pages();
+	for (int p = MV_MEM_PAGES_4K; p <= MV_MEM_PAGES_HUGETLB; p++)
+		fprintf(f, "memvisor_host_guest_ram_pages{pages=\"%s\"} %d\n",
+			mv_mem_pages_name((enum mv_mem_pages)p), p == (int)pages);
 	family(f, "memvisor_vmm_crashes_total", "counter", "VMM processes that died unasked.");
 	fprintf(f, "memvisor_vmm_crashes_total %llu\n", (unsigned long long)m->vmm_crashes);
 

@@ -126,6 +126,7 @@ int vmmgr_send_setup(struct dvm *vm, int sock, uint32_t *seq, const struct mv_wl
 	s.nvcpus = vm->info.vcpus;
 	s.dirty_tracking = 1;
 	s.start_paused = start_paused;
+	s.no_thp = vm->info.fusion;
 	s.wl = vm->info.workload;
 	if (states) {
 		s.resume = 1;
@@ -392,6 +393,8 @@ static int host_get(void *ctx, struct mv_host_info *out, struct mv_error **err)
 	gethostname(out->hostname, sizeof(out->hostname) - 1);
 	snprintf(out->state_dir, sizeof(out->state_dir), "%s", m->cfg.state_dir);
 	out->hugepages_free = host_hugepages_free();
+	snprintf(out->guest_ram_pages, sizeof(out->guest_ram_pages), "%s",
+		 mv_mem_pages_name(host_guest_ram_pages()));
 	enum mv_dirty_backend bes[] = {MV_DIRTY_UFFD_WP, MV_DIRTY_SOFT_DIRTY, MV_DIRTY_HASH};
 	for (size_t i = 0; i < MV_ARRAY_SIZE(bes); i++) {
 		if (mv_dirty_backend_available(bes[i])) {

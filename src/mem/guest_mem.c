@@ -20,6 +20,7 @@ int mv_guest_mem_map(const struct mv_mem_layout *l, struct mv_guest_mem **out,
 	struct mv_guest_mem *m = calloc(1, sizeof(*m));
 	if (!m)
 		abort();
+	bool thp = mv_mem_shmem_thp();
 	for (unsigned i = 0; i < l->n; i++) {
 		const struct mv_mem_region_desc *d = &l->r[i];
 		struct mv_mem_region *r = &m->r[i];
@@ -44,8 +45,13 @@ int mv_guest_mem_map(const struct mv_mem_layout *l, struct mv_guest_mem **out,
 			goto fail;
 		}
 		r->hva = p;
-		if (!huge)
-			(void)madvise(p, d->size, MADV_HUGEPAGE);  /* only a hint: shmem THP may be off */
+		/* Every fault here allocates guest RAM: 2 MiB at a time where the
+		 * host's shmem THP policy honours the hint (scripts/host-setup). A
+		 * region under 2 MiB cannot hold a PMD mapping. */
+		r->pages = huge ? MV_MEM_PAGES_HUGETLB : MV_MEM_PAGES_4K;
+		if (!huge && madvise(p, d->size, MADV_HUGEPAGE) == 0 && thp &&
+		    d->size >= MV_HUGE_PAGE_SIZE)
+			r->pages = MV_MEM_PAGES_THP;
 		/* A forked helper must not share (or COW-pin) guest RAM. */
 		(void)madvise(p, d->size, MADV_DONTFORK);
 		m->ram_size += d->size;
@@ -68,6 +74,17 @@ void mv_guest_mem_unmap(struct mv_guest_mem *m)
 			close(m->r[i].fd);
 	}
 	free(m);
+}
+
+void mv_guest_mem_no_thp(struct mv_guest_mem *m)
+{
+	for (unsigned i = 0; i < m->n; i++) {
+		struct mv_mem_region *r = &m->r[i];
+		if (r->pages != MV_MEM_PAGES_THP)
+			continue;
+		(void)madvise(r->hva, r->size, MADV_NOHUGEPAGE);
+		r->pages = MV_MEM_PAGES_4K;
+	}
 }
 
 unsigned mv_guest_mem_nregions(const struct mv_guest_mem *m)

@@ -19,9 +19,9 @@
 #endif
 #define HUGEPAGES_DIR "/sys/kernel/mm/hugepages/hugepages-2048kB/"
 
-static uint64_t hugepages_read(const char *name)
+static uint64_t read_count(const char *path)
 {
-	FILE *f = fopen(name, "re");
+	FILE *f = fopen(path, "re");
 	unsigned long long v = 0;
 	if (!f)
 		return 0;
@@ -31,14 +31,14 @@ static uint64_t hugepages_read(const char *name)
 	return v;
 }
 
-/* Free 2 MiB pages right now that nobody reserved (a reserved page counts as
- * free until faulted in, but a new mapping cannot have it: mmap fails with
- * ENOMEM); 0 when the pool is absent or unreadable. */
-static uint64_t free_hugepages(void)
+/* 2 MiB pages a new mapping can reserve right now; 0 when the pool is
+ * absent or unreadable. free_hugepages still counts pages other mappings
+ * reserved but have not faulted in yet. */
+uint64_t mv_mem_hugepages_available(void)
 {
-	uint64_t free = hugepages_read(HUGEPAGES_DIR "free_hugepages");
-	uint64_t rsvd = hugepages_read(HUGEPAGES_DIR "resv_hugepages");
-	return free > rsvd ? free - rsvd : 0;
+	uint64_t free = read_count(HUGEPAGES_DIR "free_hugepages");
+	uint64_t resv = read_count(HUGEPAGES_DIR "resv_hugepages");
+	return free > resv ? free - resv : 0;
 }
 
 static int region_memfd(const char *name, unsigned idx, uint64_t size, bool huge,
@@ -81,7 +81,7 @@ int mv_mem_layout_create(uint64_t ram_size, const char *name, enum mv_mem_backin
 				    (unsigned long long)ram_size);
 
 	bool huge_ok = MV_IS_ALIGNED(ram_size, MV_HUGE_PAGE_SIZE) &&
-		       free_hugepages() >= ram_size / MV_HUGE_PAGE_SIZE;
+		       mv_mem_hugepages_available() >= ram_size / MV_HUGE_PAGE_SIZE;
 	bool huge;
 	switch (backing) {
 	case MV_MEM_BACKING_AUTO:

@@ -2,7 +2,8 @@
  * frames into guest RAM while the receive loop reads and checks the next
  * frame (two payload buffers swap between them). 4 KiB regions are written
  * through the memfd with pwritev runs (no page faults on our mapping; zero
- * pages are punched out), hugetlb regions through the mapping; zstd pages
+ * pages are punched out), huge-page regions (hugetlb, shmem THP) through the
+ * mapping; zstd pages
  * are inflated here. Used by recv.c for pre-copy frames (post-copy pages go
  * through postcopy.c instead). */
 #include <errno.h>
@@ -64,8 +65,10 @@ static int apply_page(struct mig_applier *a, uint64_t gpa, const uint8_t *data)
 	int ri = mv_guest_mem_find(a->mem, gpa);
 	const struct mv_mem_region *g = mv_guest_mem_region(a->mem, (unsigned)ri);
 	uint64_t off = gpa - g->gpa;
-	if (g->flags & MV_MEM_HUGETLB) {
-		/* hugetlbfs has no write(); punching would drop 2 MiB. */
+	if (g->pages != MV_MEM_PAGES_4K) {
+		/* hugetlbfs has no write(), and write() to shmem allocates 4 KiB
+		 * pages (THP only serves madvised mappings); punching would drop
+		 * or split 2 MiB. A huge fault is cheaper than 512 small ones. */
 		if (data)
 			memcpy(g->hva + off, data, MV_MIGRATE_PAGE_SIZE);
 		else

@@ -38,6 +38,16 @@ int mig_sendv(struct mig_conn *c, uint16_t type, struct iovec *iov, int niov, ui
  * header checks, sequence number, payload checksum. timeout_ms < 0: forever.
  * -EPIPE when the peer closed between frames. */
 int mig_recv(struct mig_conn *c, int timeout_ms, struct mv_error **err) MV_MUST_CHECK;
+/* mig_recv in two steps: the header (checked, sequence number too) into
+ * c->rx_hdr, then the payload. A caller that reads the payload itself (with
+ * mig_readv) checks its checksum and calls mig_recv_done. */
+int mig_recv_hdr(struct mig_conn *c, int timeout_ms, struct mv_error **err) MV_MUST_CHECK;
+int mig_recv_payload(struct mig_conn *c, int timeout_ms, struct mv_error **err) MV_MUST_CHECK;
+void mig_recv_done(struct mig_conn *c);
+/* Reads exactly what iov describes (consuming iov), adding its CRC-32C to
+ * *crc a chunk at a time as it arrives. -EPIPE on EOF, -ETIMEDOUT. */
+int mig_readv(struct mig_conn *c, struct iovec *iov, int niov, int timeout_ms,
+	      uint32_t *crc) MV_MUST_CHECK;
 /* Is a frame (or EOF) waiting? */
 bool mig_readable(struct mig_conn *c);
 /* Sends NACK(code, msg) best effort. */
@@ -64,6 +74,16 @@ int mig_applier_submit(struct mig_applier *a, uint8_t **buf, const struct mig_pa
 		       uint32_t n, struct mv_error **err) MV_MUST_CHECK;
 int mig_applier_drain(struct mig_applier *a, struct mv_error **err) MV_MUST_CHECK;
 void mig_applier_stop(struct mig_applier *a);
+
+/* Direct receive (recv_ram.c): is every region huge-page backed? */
+bool mig_ram_direct_ok(struct mv_guest_mem *mem);
+/* Reads the payload of the RAM frame whose header is in c->rx_hdr straight
+ * into guest RAM, validating the table first (cfg, features) and the
+ * checksum after; applies ZERO and ZSTD entries; fills pages[]/count. */
+int mig_ram_recv_direct(struct mig_conn *c, struct mv_guest_mem *mem,
+			const struct mv_migrate_config *cfg, uint32_t features, void *zd,
+			struct mig_page *pages, uint32_t *count, int timeout_ms,
+			struct mv_error **err) MV_MUST_CHECK;
 
 /* Post-copy destination (postcopy.c): userfaultfd over guest RAM, a fault
  * thread that asks the source for missing pages, and page placement. */

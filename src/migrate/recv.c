@@ -1,7 +1,9 @@
 /* The destination side of a live migration (mv_migrate_recv): READY, then
  * every source frame validated in order and applied to guest RAM, the vCPU states,
  * the totals cross-check at COMPLETE, the vCPUs started from the received
- * states, ACK. Pages are written by the applier thread (apply.c). Post-copy hands page placement to postcopy.c. On any error
+ * states, ACK. Pre-copy pages land straight in huge-page guest RAM
+ * (recv_ram.c) or are written by the applier thread (apply.c) for 4 KiB
+ * RAM. Post-copy hands page placement to postcopy.c. On any error
  * nothing keeps running here and the source hears why (NACK). Used by
  * memvisor-vmm. */
 #include <errno.h>
@@ -32,6 +34,7 @@ struct dst {
 	struct mv_migrate_progress pr;
 	uint64_t t_start, t_cb;
 	struct mig_applier *ap;    /* writes pre-copy pages while we read on */
+	bool direct;               /* pre-copy RAM frames go straight into guest RAM */
 };
 
 static int progress(struct dst *d, bool force)
@@ -49,20 +52,39 @@ static int progress(struct dst *d, bool force)
 	return 0;
 }
 
+static void count_pages(struct dst *d, uint32_t n)
+{
+	d->order.seen.pages += n;
+	d->pr.pages_sent += n;
+	for (uint32_t i = 0; i < n; i++) {
+		d->pr.pages_compressed += d->pages[i].enc == MIG_ENC_ZSTD;
+		d->pr.pages_zero += d->pages[i].enc == MIG_ENC_ZERO;
+	}
+}
+
+/* A RAM frame whose header is read: straight into guest RAM. */
+static int on_ram_direct(struct dst *d)
+{
+	uint32_t n;
+	int r = mig_order_next(&d->order, MIG_RAM, d->c.rx_hdr.len, d->err);
+	if (r == 0)
+		r = mig_ram_recv_direct(&d->c, d->mem, d->cfg, d->order.features, d->zd, d->pages, &n,
+					d->o.timeout_ms, d->err);
+	if (r == 0)
+		count_pages(d, n);
+	return r;
+}
+
 static int on_ram(struct dst *d)
 {
 	uint32_t n;
 	int r = mig_ram_get(d->c.rx_buf, d->c.rx_hdr.len, d->cfg, d->pages, &n, d->err);
 	if (r < 0)
 		return r;
-	d->order.seen.pages += n;
-	d->pr.pages_sent += n;
-	for (uint32_t i = 0; i < n; i++) {
+	for (uint32_t i = 0; i < n; i++)
 		if (d->pages[i].enc == MIG_ENC_ZSTD && !(d->order.features & MV_MIGRATE_F_ZSTD))
 			return mv_err(d->err, -EPROTO, "zstd page in a stream without zstd");
-		d->pr.pages_compressed += d->pages[i].enc == MIG_ENC_ZSTD;
-		d->pr.pages_zero += d->pages[i].enc == MIG_ENC_ZERO;
-	}
+	count_pages(d, n);
 	if (!d->pc)
 		return mig_applier_submit(d->ap, &d->c.rx_buf, d->pages, n, d->err);
 	for (uint32_t i = 0; i < n && r == 0; i++) {
@@ -200,6 +222,10 @@ static int setup(struct dst *d)
 	r = make_fresh(d);
 	if (r < 0)
 		return r;
+	d->direct = mig_ram_direct_ok(d->mem);
+	mv_log(MV_LOG_DEBUG, "migrate: guest RAM on %s pages: %s", mv_mem_pages_name(
+	       mv_guest_mem_region(d->mem, 0)->pages), d->direct ? "receiving into it directly"
+	       : "writing it with pwritev");
 	uint8_t ready[MIG_READY_LEN] = {0};
 	return mig_send(&d->c, MIG_READY, ready, sizeof(ready), d->err);
 }
@@ -209,9 +235,15 @@ static int run(struct dst *d)
 	int r = setup(d);
 	bool done = false;
 	while (r == 0 && !done) {
-		r = mig_recv(&d->c, d->o.timeout_ms, d->err);
-		if (r == 0)
-			r = on_frame(d, &done);
+		r = mig_recv_hdr(&d->c, d->o.timeout_ms, d->err);
+		if (r == 0 && d->direct && !d->pc && d->c.rx_hdr.type == MIG_RAM) {
+			r = on_ram_direct(d);
+		} else {
+			if (r == 0)
+				r = mig_recv_payload(&d->c, d->o.timeout_ms, d->err);
+			if (r == 0)
+				r = on_frame(d, &done);
+		}
 		if (r == 0 && d->pc)
 			r = mig_postcopy_error(d->pc);
 		if (r == 0)

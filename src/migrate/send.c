@@ -117,11 +117,12 @@ static int nack_reason(struct src *s, int r)
 #define DIRECT_IOV (2 * DIRECT_BATCH + 2)
 
 /* Checksums a direct batch (pages hot from the zero check) and sends it
- * straight from guest RAM. */
+ * straight from guest RAM: [frame header][count, entry headers][pages]. */
 static int flush_direct(struct src *s)
 {
 	mig_put32(s->meta, s->enc.count);
 	mig_put32(s->meta + 4, 0);
+	s->iov[1] = (struct iovec){s->meta, s->meta_len};
 	uint32_t crc = 0;
 	for (int i = 1; i < s->niov; i++)
 		crc = mv_crc32c(crc, s->iov[i].iov_base, s->iov[i].iov_len);
@@ -137,7 +138,8 @@ int src_flush(struct src *s)
 {
 	if (s->enc.count) {
 		int r = s->direct ? flush_direct(s)
-				  : mig_send(&s->c, MIG_RAM, s->enc.buf, (uint32_t)s->enc.len, s->err);
+				  : mig_send(&s->c, MIG_RAM, s->enc.buf, (uint32_t)mig_ram_finish(&s->enc),
+					     s->err);
 		if (r < 0)
 			return nack_reason(s, r);
 		mig_ram_reset(&s->enc);
@@ -153,29 +155,24 @@ int src_flush(struct src *s)
 	return src_progress(s, false);
 }
 
-/* Adds an entry to a direct batch: its header in meta, data by reference. */
+/* Adds an entry to a direct batch: its header in meta, data by reference
+ * (pages adjacent in guest RAM share one iovec). */
 static void direct_add(struct src *s, uint64_t gpa, uint8_t enc, const uint8_t *data)
 {
 	if (!s->niov) {
-		s->niov = 2;   /* [0]: frame header; [1]: count and pad */
-		s->iov[1] = (struct iovec){s->meta, 8};
+		s->niov = 2;   /* [0]: frame header; [1]: count, pad, entry headers */
 		s->meta_len = 8;
-		s->iov_meta = true;
 	}
-	uint8_t *h = s->meta + s->meta_len;
 	uint32_t len = data ? MV_MIGRATE_PAGE_SIZE : 0;
-	mig_put64(h, gpa);
-	h[8] = enc;
-	h[9] = h[10] = h[11] = 0;
-	mig_put32(h + 12, len);
+	mig_ram_entry_put(s->meta + s->meta_len, gpa, enc, len);
 	s->meta_len += MIG_PAGE_ENTRY_LEN;
-	if (s->iov_meta)
-		s->iov[s->niov - 1].iov_len += MIG_PAGE_ENTRY_LEN;
-	else
-		s->iov[s->niov++] = (struct iovec){h, MIG_PAGE_ENTRY_LEN};
-	s->iov_meta = !data;
-	if (data)
-		s->iov[s->niov++] = (struct iovec){(void *)(uintptr_t)data, len};
+	if (data) {
+		struct iovec *last = &s->iov[s->niov - 1];
+		if (s->niov > 2 && (const uint8_t *)last->iov_base + last->iov_len == data)
+			last->iov_len += len;
+		else
+			s->iov[s->niov++] = (struct iovec){(void *)(uintptr_t)data, len};
+	}
 	s->enc.count++;
 	s->enc.len += MIG_PAGE_ENTRY_LEN + len;
 }

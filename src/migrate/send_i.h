@@ -27,9 +27,8 @@ struct src {
 	bool direct;               /* the current batch is direct */
 	uint8_t *meta;             /* count, pad, entry headers */
 	size_t meta_len;
-	struct iovec *iov;         /* [0] frame header, then headers and pages */
+	struct iovec *iov;         /* [0] frame header, [1] meta, then runs of pages */
 	int niov;
-	bool iov_meta;             /* the last iovec is in meta (can grow) */
 	uint8_t *page;             /* one page: compression input */
 	ZSTD_CCtx *zc;
 	uint8_t *zbuf;

@@ -255,45 +255,67 @@ static int check_gpa(const struct mv_migrate_config *cfg, const char *what, uint
 	return 0;
 }
 
+/* The table has room for a full batch; data starts after it and moves
+ * down behind the used entries at finish (not at all for a full batch). */
+#define RAM_DATA_OFF (8u + MV_MIGRATE_MAX_BATCH * MIG_PAGE_ENTRY_LEN)
+
 void mig_ram_reset(struct mig_ram_enc *e)
 {
 	e->len = 8;
 	e->count = 0;
+	e->data_len = 0;
 }
 
 uint8_t *mig_ram_add(struct mig_ram_enc *e, uint64_t gpa, uint8_t enc, uint32_t len)
 {
-	uint8_t *h = e->buf + e->len;
+	mig_ram_entry_put(e->buf + 8 + (size_t)e->count * MIG_PAGE_ENTRY_LEN, gpa, enc, len);
+	uint8_t *data = e->buf + RAM_DATA_OFF + e->data_len;
+	e->count++;
+	e->data_len += len;
+	e->len = 8 + (size_t)e->count * MIG_PAGE_ENTRY_LEN + e->data_len;
+	return data;
+}
+
+size_t mig_ram_finish(struct mig_ram_enc *e)
+{
+	mig_put32(e->buf, e->count);
+	mig_put32(e->buf + 4, 0);
+	size_t table = 8 + (size_t)e->count * MIG_PAGE_ENTRY_LEN;
+	if (table != RAM_DATA_OFF && e->data_len)
+		memmove(e->buf + table, e->buf + RAM_DATA_OFF, e->data_len);
+	return e->len;
+}
+
+void mig_ram_entry_put(uint8_t *h, uint64_t gpa, uint8_t enc, uint32_t len)
+{
 	mig_put64(h, gpa);
 	h[8] = enc;
 	h[9] = h[10] = h[11] = 0;
 	mig_put32(h + 12, len);
-	e->len += MIG_PAGE_ENTRY_LEN + len;
-	e->count++;
-	mig_put32(e->buf, e->count);
-	mig_put32(e->buf + 4, 0);
-	return h + MIG_PAGE_ENTRY_LEN;
 }
 
-int mig_ram_get(const uint8_t *p, size_t len, const struct mv_migrate_config *cfg,
-		struct mig_page *pages, uint32_t *count, struct mv_error **err)
+int mig_ram_count_get(const uint8_t *p, uint32_t *count, struct mv_error **err)
 {
-	if (len < 8)
-		return mv_err(err, -EPROTO, "RAM payload of %zu bytes is too short", len);
 	uint32_t n = mig_get32(p);
 	if (n == 0 || n > MV_MIGRATE_MAX_BATCH)
 		return mv_err(err, -EPROTO, "RAM frame with %u pages (1..%u)", n, MV_MIGRATE_MAX_BATCH);
 	if (mig_get32(p + 4) != 0)
 		return mv_err(err, -EPROTO, "RAM frame padding not zero");
-	size_t off = 8;
+	*count = n;
+	return 0;
+}
+
+int mig_ram_table_get(const uint8_t *t, uint32_t n, const struct mv_migrate_config *cfg,
+		      struct mig_page *pages, uint64_t *data_len, struct mv_error **err)
+{
+	uint64_t total = 0;
 	for (uint32_t i = 0; i < n; i++) {
-		if (len - off < MIG_PAGE_ENTRY_LEN)
-			return mv_err(err, -EPROTO, "RAM entry %u truncated", i);
-		const uint8_t *h = p + off;
+		const uint8_t *h = t + (size_t)i * MIG_PAGE_ENTRY_LEN;
 		struct mig_page *pg = &pages[i];
 		pg->gpa = mig_get64(h);
 		pg->enc = h[8];
 		pg->len = mig_get32(h + 12);
+		pg->data = NULL;
 		int r = check_gpa(cfg, "RAM entry", pg->gpa, err);
 		if (r < 0)
 			return r;
@@ -307,14 +329,36 @@ int mig_ram_get(const uint8_t *p, size_t len, const struct mv_migrate_config *cf
 		if (!ok)
 			return mv_err(err, -EPROTO, "RAM entry %u: length %u wrong for encoding %u",
 				      i, pg->len, pg->enc);
-		off += MIG_PAGE_ENTRY_LEN;
-		if (len - off < pg->len)
-			return mv_err(err, -EPROTO, "RAM entry %u data truncated", i);
-		pg->data = p + off;
-		off += pg->len;
+		total += pg->len;
 	}
-	if (off != len)
-		return mv_err(err, -EPROTO, "RAM frame has %zu trailing bytes", len - off);
+	*data_len = total;
+	return 0;
+}
+
+int mig_ram_get(const uint8_t *p, size_t len, const struct mv_migrate_config *cfg,
+		struct mig_page *pages, uint32_t *count, struct mv_error **err)
+{
+	if (len < 8)
+		return mv_err(err, -EPROTO, "RAM payload of %zu bytes is too short", len);
+	uint32_t n;
+	int r = mig_ram_count_get(p, &n, err);
+	if (r < 0)
+		return r;
+	size_t table = 8 + (size_t)n * MIG_PAGE_ENTRY_LEN;
+	if (len < table)
+		return mv_err(err, -EPROTO, "RAM frame of %u entries truncated in its table", n);
+	uint64_t data_len;
+	r = mig_ram_table_get(p + 8, n, cfg, pages, &data_len, err);
+	if (r < 0)
+		return r;
+	if (data_len != len - table)
+		return mv_err(err, -EPROTO, "RAM frame data is %zu bytes, its entries say %llu",
+			      len - table, (unsigned long long)data_len);
+	const uint8_t *d = p + table;
+	for (uint32_t i = 0; i < n; i++) {
+		pages[i].data = d;
+		d += pages[i].len;
+	}
 	*count = n;
 	return 0;
 }

@@ -124,18 +124,33 @@ int mig_config_get(const uint8_t *p, size_t len, struct mv_migrate_config *cfg,
 /* Region layout check shared by the decoder and mv_migrate_config_match. */
 int mig_config_validate(const struct mv_migrate_config *cfg, struct mv_error **err) MV_MUST_CHECK;
 
-/* RAM: an encoder appends entries to a buffer (cap MIG_RAM_MAX_PAYLOAD). */
+/* RAM payload: count u32, pad u32, count entry headers, then the entries'
+ * data in entry order (a receiver learns where every page goes before its
+ * data arrives, so it can read pages straight into guest RAM).
+ * An encoder builds one in a buffer of MIG_RAM_MAX_PAYLOAD bytes. */
 struct mig_ram_enc {
 	uint8_t *buf;
-	size_t len;
+	size_t len;        /* payload length once finished */
 	uint32_t count;
+	size_t data_len;
 };
 void mig_ram_reset(struct mig_ram_enc *e);
-/* Reserves an entry for gpa and returns where len bytes of data go. */
+/* Adds an entry for gpa and returns where its len bytes of data go. */
 uint8_t *mig_ram_add(struct mig_ram_enc *e, uint64_t gpa, uint8_t enc, uint32_t len);
-/* Decodes a RAM payload into pages[] (MV_MIGRATE_MAX_BATCH): counts,
- * encodings, lengths, gpa alignment and region membership (cfg). ZSTD data
- * is decompressed by the caller with mig_page_inflate. */
+/* Lays the payload out in buf[0..len) and returns len. */
+size_t mig_ram_finish(struct mig_ram_enc *e);
+/* Writes one 16-byte entry header. */
+void mig_ram_entry_put(uint8_t *h, uint64_t gpa, uint8_t enc, uint32_t len);
+/* The payload's first 8 bytes: count (1..MV_MIGRATE_MAX_BATCH), zero pad. */
+int mig_ram_count_get(const uint8_t *p, uint32_t *count, struct mv_error **err) MV_MUST_CHECK;
+/* Decodes n entry headers at t into pages[] (data NULL): encodings,
+ * lengths, gpa alignment and region membership (cfg); *data_len = the
+ * data bytes they announce. */
+int mig_ram_table_get(const uint8_t *t, uint32_t n, const struct mv_migrate_config *cfg,
+		      struct mig_page *pages, uint64_t *data_len, struct mv_error **err) MV_MUST_CHECK;
+/* Decodes a whole RAM payload into pages[] (MV_MIGRATE_MAX_BATCH): the
+ * above, and the data must use the payload exactly. ZSTD data is
+ * decompressed by the caller with mig_page_inflate. */
 int mig_ram_get(const uint8_t *p, size_t len, const struct mv_migrate_config *cfg,
 		struct mig_page *pages, uint32_t *count, struct mv_error **err) MV_MUST_CHECK;
 /* Decompresses a ZSTD page into out (exactly one page, all input used). */

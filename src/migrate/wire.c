@@ -158,7 +158,56 @@ static int read_exact(struct mig_conn *c, uint8_t *buf, size_t len, int timeout_
 	return 0;
 }
 
-int mig_recv(struct mig_conn *c, int timeout_ms, struct mv_error **err)
+/* Reads exactly the bytes iov describes (iov is consumed), RX_CHUNK at a
+ * time, accumulating their CRC-32C into *crc right after each recv. */
+int mig_readv(struct mig_conn *c, struct iovec *iov, int niov, int timeout_ms, uint32_t *crc)
+{
+	while (niov > 0) {
+		/* At most RX_CHUNK bytes per call: checksummed while in cache. */
+		struct iovec sub[64];
+		int k = 0;
+		size_t want = 0;
+		while (k < niov && k < (int)MV_ARRAY_SIZE(sub) && want < RX_CHUNK) {
+			sub[k] = iov[k];
+			if (sub[k].iov_len > RX_CHUNK - want)
+				sub[k].iov_len = RX_CHUNK - want;
+			want += sub[k++].iov_len;
+		}
+		struct msghdr mh = {.msg_iov = sub, .msg_iovlen = (size_t)k};
+		ssize_t n = recvmsg(c->fd, &mh, MSG_DONTWAIT);
+		if (n == 0)
+			return -EPIPE;
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				return -errno;
+			int r = wait_fd(c->fd, POLLIN, timeout_ms);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		size_t left = (size_t)n;
+		while (left > 0) {
+			size_t take = left < iov->iov_len ? left : iov->iov_len;
+			*crc = mv_crc32c(*crc, iov->iov_base, take);
+			left -= take;
+			iov->iov_base = (uint8_t *)iov->iov_base + take;
+			iov->iov_len -= take;
+			if (iov->iov_len == 0) {
+				iov++;
+				niov--;
+			}
+		}
+		while (niov > 0 && iov->iov_len == 0) {
+			iov++;
+			niov--;
+		}
+	}
+	return 0;
+}
+
+int mig_recv_hdr(struct mig_conn *c, int timeout_ms, struct mv_error **err)
 {
 	uint8_t hdr[MV_MIGRATE_HDR_SIZE];
 	bool got = false;
@@ -176,8 +225,21 @@ int mig_recv(struct mig_conn *c, int timeout_ms, struct mv_error **err)
 	if (h->seq != c->rx_seq)
 		return mv_err(err, -EPROTO, "%s frame has sequence %u, expected %u (lost or replayed)",
 			      mig_type_name(h->type), h->seq, c->rx_seq);
+	return 0;
+}
+
+void mig_recv_done(struct mig_conn *c)
+{
+	c->rx_seq++;
+	c->rx_bytes += MV_MIGRATE_HDR_SIZE + c->rx_hdr.len;
+}
+
+int mig_recv_payload(struct mig_conn *c, int timeout_ms, struct mv_error **err)
+{
+	const struct mig_hdr *h = &c->rx_hdr;
+	bool got = true;
 	uint32_t crc = 0;
-	r = read_exact(c, c->rx_buf, h->len, timeout_ms, &got, &crc);
+	int r = read_exact(c, c->rx_buf, h->len, timeout_ms, &got, &crc);
 	if (r < 0)
 		return mv_err(err, r, "reading %s payload: %s", mig_type_name(h->type),
 			      r == -ETIMEDOUT ? "timed out" : r == -EPIPE ? "peer closed mid-frame"
@@ -185,9 +247,14 @@ int mig_recv(struct mig_conn *c, int timeout_ms, struct mv_error **err)
 	if (crc != h->payload_crc)
 		return mv_err(err, -EBADMSG, "%s frame (seq %u) payload checksum mismatch",
 			      mig_type_name(h->type), h->seq);
-	c->rx_seq++;
-	c->rx_bytes += sizeof(hdr) + h->len;
+	mig_recv_done(c);
 	return 0;
+}
+
+int mig_recv(struct mig_conn *c, int timeout_ms, struct mv_error **err)
+{
+	int r = mig_recv_hdr(c, timeout_ms, err);
+	return r < 0 ? r : mig_recv_payload(c, timeout_ms, err);
 }
 
 bool mig_readable(struct mig_conn *c)

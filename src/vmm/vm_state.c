@@ -113,6 +113,8 @@ int vmm_setup(struct vmm *v, const struct mv_ctl_setup *s, const int *fds, unsig
 	r = mv_guest_mem_map(&l, &v->mem, err);
 	if (r < 0)
 		return r;
+	if (s->no_thp)
+		mv_guest_mem_no_thp(v->mem);
 	/* Static: 64 vCPU states are too big for the control thread's stack frame. */
 	static struct mv_wl_state states[MV_MAX_VCPUS];
 	if (s->resume) {

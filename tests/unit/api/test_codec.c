@@ -372,6 +372,7 @@ static void test_encode_host_verify_error(void **st)
 	strcpy(h.hostname, "node1");
 	strcpy(h.state_dir, "/var/lib/memvisor");
 	strcpy(h.dirty_backend, "soft-dirty");
+	strcpy(h.guest_ram_pages, "thp");
 	json_t *o = parse(mv_api_encode_host(&h));
 	assert_string_equal(sget(o, "version"), "0.1.0");
 	assert_string_equal(sget(o, "hostname"), "node1");
@@ -381,6 +382,7 @@ static void test_encode_host_verify_error(void **st)
 	assert_int_equal(iget(o, "memory_free"), 5LL << 30);
 	assert_int_equal(iget(o, "hugepages_free"), 12);
 	assert_string_equal(sget(o, "dirty_backend"), "soft-dirty");
+	assert_string_equal(sget(o, "guest_ram_pages"), "thp");
 	assert_int_equal(iget(o, "vms"), 3);
 	json_decref(o);
 	h.memory_used = h.memory_capacity + 1;       /* overcommitted: free is 0, not huge */

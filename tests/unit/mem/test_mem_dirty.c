@@ -1,6 +1,7 @@
 /* Unit tests of dirty-page tracking, run against every backend (skipped
  * where the kernel lacks it): exact page sets, idle syncs, never-touched
- * pages, random rounds against a reference, and concurrent writers. */
+ * pages, random rounds against a reference, concurrent writers, and 4 KiB
+ * granularity over a THP-backed region (when the host's shmem THP allows). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -268,6 +269,58 @@ static void test_concurrent_writers(void **state)
 	free(seen);
 }
 
+/* kB of the mapping at hva mapped by PMDs (a 2 MiB THP), from smaps. */
+static unsigned long pmd_mapped_kb(const void *hva)
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	char line[256];
+	bool in = false;
+	unsigned long kb = 0, v;
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+			in = lo == (uintptr_t)hva;
+		else if (in && (sscanf(line, "ShmemPmdMapped: %lu kB", &v) == 1 ||
+				sscanf(line, "FilePmdMapped: %lu kB", &v) == 1))
+			kb += v;
+	}
+	fclose(f);
+	return kb;
+}
+
+/* Region 0 filled before arming: on a host whose shmem THP serves madvised
+ * mappings it is one 2 MiB page mapped by a PMD. Writes must still be seen
+ * one 4 KiB page at a time (uffd-wp splits the PMD mapping, not the folio). */
+static void test_huge_backed(void **state)
+{
+	struct fixture *f = get(state);
+	const struct mv_mem_region *r0 = mv_guest_mem_region(f->m, 0);
+	assert_int_equal(r0->pages, mv_mem_shmem_thp() ? MV_MEM_PAGES_THP : MV_MEM_PAGES_4K);
+	for (unsigned p = 0; p < R0_PAGES; p++)
+		*page_ptr(f, p, 1) = 0x5000 + p;
+	unsigned long kb = pmd_mapped_kb(r0->hva);
+	print_message("%s: region 0 is %s, %lu kB PMD-mapped\n", mv_dirty_backend_name(f->backend),
+		      mv_mem_pages_name(r0->pages), kb);
+	if (r0->pages == MV_MEM_PAGES_4K)
+		assert_int_equal(kb, 0);
+	start(f);
+	bool want[NPAGES] = { 0 };
+	expect_exact(f, want);
+	unsigned set[] = { 0, 7, 8, 255, 256, R0_PAGES - 1, R0_PAGES + 3 };
+	for (unsigned i = 0; i < MV_ARRAY_SIZE(set); i++) {
+		*page_ptr(f, set[i], 2) = 0xbee0 + i;
+		want[set[i]] = true;
+	}
+	expect_exact(f, want);
+	memset(want, 0, sizeof(want));
+	*page_ptr(f, 300, 0) = 1;
+	want[300] = true;
+	expect_exact(f, want);
+	for (unsigned p = 0; p < R0_PAGES; p++)   /* nothing lost across the split */
+		assert_int_equal(*page_ptr(f, p, 1), 0x5000 + p);
+}
+
 static void test_auto_and_names(void **state)
 {
 	assert_true(mv_dirty_backend_available(MV_DIRTY_AUTO));
@@ -310,6 +363,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_auto_and_names),
 		PER_BACKEND(test_known_set),
+		PER_BACKEND(test_huge_backed),
 		PER_BACKEND(test_random_rounds),
 		PER_BACKEND(test_concurrent_writers),
 	};

@@ -61,7 +61,7 @@ static void build(struct stream *s)
 	size_t zn = ZSTD_compress(z, sizeof(z), page, sizeof(page), 1);
 	memcpy(mig_ram_add(&e, 8192, MIG_ENC_ZSTD, (uint32_t)zn), z, zn);
 	s->f[2].type = MIG_RAM;
-	s->f[2].len = e.len;
+	s->f[2].len = mig_ram_finish(&e);
 	struct mv_wl_state st[2];
 	assert_int_equal(mv_wl_states_init(&cfg.wl, &(struct mv_mem_layout){.n = 1, .r = {{.size = 16 << 20}}},
 					   2, st, NULL), 0);
@@ -123,8 +123,8 @@ struct pmut {
 	uint64_t value;
 };
 
-/* RAM layout: 8 bytes count+pad, entry 0 at 8 (zero), entry 1 at 24 (raw), data 40..4136,
- * entry 2 at 4136 (zstd). VCPU: 8 + 112 per state. */
+/* RAM layout: 8 bytes count+pad, entry headers 0 at 8 (zero), 1 at 24 (raw), 2 at 40
+ * (zstd), then data: raw 56..4152, zstd from 4152. VCPU: 8 + 112 per state. */
 static const struct pmut pmuts[] = {
 	{"header page size", 0, 0, 4, 8192},
 	{"header unknown feature", 0, 4, 4, 1u << 7},
@@ -153,9 +153,11 @@ static const struct pmut pmuts[] = {
 	{"ram entry pad", 2, 17, 1, 1},
 	{"ram zero with length", 2, 20, 4, 16},
 	{"ram raw short", 2, 36, 4, 4095},
-	{"ram zstd garbage", 2, 4136 + 16, 4, 0xdeadbeef},
-	{"ram zstd length", 2, 4136 + 12, 4, 4096},
+	{"ram zstd garbage", 2, 4152, 4, 0xdeadbeef},
+	{"ram zstd length", 2, 40 + 12, 4, 4096},
+	{"ram zstd longer than data", 2, 40 + 12, 4, 4000},
 	{"ram truncated", 2, 4100, 0, 0},
+	{"ram table truncated", 2, 30, 0, 0},
 	{"vcpu count", 3, 0, 4, 3},
 	{"vcpu state size", 3, 4, 4, 111},
 	{"vcpu index", 3, 8 + 4, 4, 5},
@@ -205,7 +207,8 @@ static void test_header_mutations(void **state)
 	/* offset in the 2nd frame's header, value, recompute the header crc? */
 	static const struct { const char *name; size_t off; int width; uint32_t v; bool fix; } hm[] = {
 		{"magic", 0, 4, 0x12345678, true},
-		{"version", 4, 2, 2, true},
+		{"version", 4, 2, MV_MIGRATE_VERSION + 1, true},
+		{"version 1 (RAM data interleaved)", 4, 2, 1, true},
 		{"type unknown", 6, 2, 99, true},
 		{"type dest-only", 6, 2, MIG_ACK, true},
 		{"flags", 8, 4, 1, true},
