@@ -144,10 +144,15 @@ static void apply(struct vmmgr *m, struct mv_fusion_merge *e, size_t n)
 		mv_fusion_commit(m->fusion, &e[done], false);
 }
 
+/* By VM, then guest address: a VM's proposals go out together, and pages
+ * merged in scan order onto pool pages allocated in that order form runs
+ * the VMM maps with one call each. */
 static int by_key_cmp(const void *a, const void *b)
 {
 	const struct mv_fusion_merge *x = a, *y = b;
-	return x->key < y->key ? -1 : x->key > y->key;
+	if (x->key != y->key)
+		return x->key < y->key ? -1 : 1;
+	return x->gpa < y->gpa ? -1 : x->gpa > y->gpa;
 }
 
 /* Lock held: attaches VMs that became eligible, detaches the others. */
