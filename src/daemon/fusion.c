@@ -7,6 +7,7 @@
  * copy fused pages back (UNFUSE): their readers see the memfds only. */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,8 @@
 #include "daemon_i.h"
 
 #define TICK_MS 100
+#define CATCHUP_MS 300        /* budget of a late tick: at most this much time's */
+#define PROPS_MAX (1u << 20)  /* proposals per tick at most (24 MiB) */
 #define SAMPLE_MS 10
 #define CALL_MS 10000
 #define UNFUSE_MS 60000
@@ -125,13 +128,18 @@ static void collect_broken(struct vmmgr *m, struct dvm *vm)
 		;
 }
 
-/* Lock held: sends the proposals of one VM (all with e[0].key) in batches. */
+/* Lock held: sends the proposals of one VM (all with e[0].key) in batches,
+ * letting the lock go between them: a big tick's merges would otherwise
+ * hold off the guard's 10 ms sampling and the API. The VM is looked up
+ * again after each gap; one handed over, migrated or gone in it has been
+ * detached (its proposals dropped) and gets no more. */
 static void apply(struct vmmgr *m, struct mv_fusion_merge *e, size_t n)
 {
-	struct dvm *vm = by_key(m, e[0].key);
-	bool ok = vm && eligible(vm) && mv_fusion_vm_attached(m->fusion, vm->fkey);
 	size_t done = 0;
-	while (ok && done < n) {
+	while (done < n) {
+		struct dvm *vm = by_key(m, e[0].key);
+		if (!vm || !eligible(vm) || !mv_fusion_vm_attached(m->fusion, vm->fkey))
+			break;
 		uint32_t k = n - done > MV_CTL_FUSE_MAX ? MV_CTL_FUSE_MAX : (uint32_t)(n - done);
 		int r = fuse_call(m, vm, e + done, k);
 		if (r < 0)
@@ -139,6 +147,9 @@ static void apply(struct vmmgr *m, struct mv_fusion_merge *e, size_t n)
 		done += k;
 		if (r == 1)
 			collect_broken(m, vm);
+		pthread_mutex_unlock(&m->lock);
+		sched_yield();
+		pthread_mutex_lock(&m->lock);
 	}
 	for (; done < n; done++)
 		mv_fusion_commit(m->fusion, &e[done], false);
@@ -199,12 +210,17 @@ static void *sample_main(void *arg)
 static void *fusion_main(void *arg)
 {
 	struct vmmgr *m = arg;
-	uint64_t budget = m->cfg.fusion_rate * TICK_MS / 1000;
-	budget = budget ? budget : 1;
-	size_t cap = budget * 2 + 2;
+	/* The budget is the rate times the time since the last scan, so the
+	 * scan and merge work of a tick does not come off the rate (a fixed
+	 * per-tick budget plus the sleep left the scanner at a quarter of it);
+	 * at most CATCHUP_MS of it, so a stalled tick is no burst. */
+	uint64_t max_budget = m->cfg.fusion_rate * CATCHUP_MS / 1000;
+	max_budget = max_budget ? max_budget : 1;
+	size_t cap = max_budget * 2 + 2 < PROPS_MAX ? max_budget * 2 + 2 : PROPS_MAX;
 	struct mv_fusion_merge *props = calloc(cap, sizeof(*props));
 	if (!props)
 		abort();
+	uint64_t last = mv_now_ns(), carry = 0;
 	pthread_mutex_lock(&m->lock);
 	while (!m->fusion_quit) {
 		struct timespec ts;
@@ -212,6 +228,17 @@ static void *fusion_main(void *arg)
 		pthread_cond_timedwait(&m->quit_cv, &m->lock, &ts);
 		if (m->fusion_quit)
 			break;
+		uint64_t now = mv_now_ns(), ms = (now - last) / 1000000;
+		if (ms > CATCHUP_MS) {
+			ms = CATCHUP_MS;
+			last = now;
+		} else {
+			last += ms * 1000000;
+		}
+		/* Sub-page remainders carry over, so low rates are not rounded away. */
+		uint64_t acc = m->cfg.fusion_rate * ms + carry;
+		uint64_t budget = acc / 1000 < max_budget ? acc / 1000 : max_budget;
+		carry = acc % 1000;
 		attach_all(m);
 		pthread_mutex_unlock(&m->lock);
 		size_t n = 0;
