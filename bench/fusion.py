@@ -230,7 +230,7 @@ def guard_phase():
     many short alternating runs (order flipped each pair, so drift and other
     tenants' load hit both sides), per-pair overheads, median and spread."""
     mv("vm", "create", "gb", "--memory", f"{WSS_MB}M", "--workload", "memtouch", "--wss",
-       f"{WSS_MB}M", "--pattern", "random", "--rate", "0", "--fusion")
+       f"{WSS_MB}M", "--pattern", "random", "--rate", "0", "--fusion", "--backing", "4k")
     time.sleep(1.5)
     # Lock once and let it settle: the first mlock populates the range, a
     # one-time cost that is not the guard's steady overhead.
@@ -299,10 +299,10 @@ def latency_phase(runs):
     for i in range(runs):
         seed = str(100 + i)
         mv("vm", "create", f"v{i}", "--memory", "16M", "--workload", "secret", "--seed", seed,
-           "--wss", "64K", "--fusion")
+           "--wss", "64K", "--fusion", "--backing", "4k")
         mv("vm", "sensitive", "add", f"v{i}", "--gpa", "0", "--len", "12K")
         mv("vm", "create", f"a{i}", "--memory", "16M", "--workload", "writeprobe", "--seed", seed,
-           "--wss", "1M", "--fusion")
+           "--wss", "1M", "--fusion", "--backing", "4k")
         e, seen = first_event("write_probe", f"a{i}")
         if e:
             wp_event.append(e["latency_ms"])
@@ -314,7 +314,7 @@ def latency_phase(runs):
                 wp_seen.append((seen - first) * 1000)
         mv("vm", "rm", "--force", f"a{i}")
         mv("vm", "create", f"f{i}", "--memory", "16M", "--workload", "flushreload", "--seed",
-           seed, "--wss", "64K", "--fusion")
+           seed, "--wss", "64K", "--fusion", "--backing", "4k")
         e, _ = first_event("sampled_access", f"f{i}")
         if e:
             sa_event.append(e["latency_ms"])
@@ -346,7 +346,8 @@ try:
     want = WSS_MB * 1024 * 1024 // PAGE
     for vm in ("k1", "k2"):
         mv("vm", "create", vm, "--memory", f"{WSS_MB}M", "--workload", "memtouch", "--seed", "7",
-           "--wss", f"{WSS_MB}M", "--pattern", "seq", "--rate", str(want // 2), "--fusion")
+           "--wss", f"{WSS_MB}M", "--pattern", "seq", "--rate", str(want // 2), "--fusion",
+           "--backing", "4k")   # "auto" takes free huge pages, which fusion and KSM skip
     left = ["k1", "k2"]
     while left:
         for vm in list(left):
