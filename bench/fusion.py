@@ -22,21 +22,82 @@ attacks against a "secret" victim: a dedup write prober (from its first probe
 write, as its VMM timed it, to the event; the event's own figure is from the
 first fresh break) and a Flush+Reload attacker (from the first trapped window
 it touched). Needs root (pagemap PFNs, KSM sysfs). Prints one JSON object.
-Usage: fusion.py BUILD_DIR [--quick] [--guard-only] (only the guard's overhead and latency)"""
-import hashlib, json, mmap, os, shutil, statistics, struct, subprocess, sys, tempfile, time
+Usage: fusion.py BUILD_DIR [--quick] [--guard-only] (only the guard's overhead and latency)
+Environment: BENCH_GUARD=0 skips the guard phases, BENCH_KEEP=1 keeps the run's
+directory (daemon log) and names it on stderr, BENCH_TIMEOUT=S caps convergence.
+No process outlives the run: each memvisord leads a process group of its own,
+each VMM (setsid) one too; all are found by this run's directory and killed
+on every exit path (normal end, exception, SIGINT/SIGTERM/SIGHUP, atexit)."""
+import atexit, hashlib, json, mmap, os, shutil, signal, statistics, struct, subprocess, sys, \
+    tempfile, time
 
 build = os.path.abspath(sys.argv[1])
 quick = "--quick" in sys.argv
 guard_only = "--guard-only" in sys.argv
 WSS_MB = 32 if quick else 256
 RATE = 100000 if quick else 200000      # pages/s for both scanners
-TIMEOUT = 60 if quick else 180
+TIMEOUT = 60 if quick else int(os.environ.get("BENCH_TIMEOUT", "180"))
 PAGE = 4096
 KSM = "/sys/kernel/mm/ksm"
 tmp = tempfile.mkdtemp(prefix="mvbench.")
 cli = f"{build}/src/cli/memvisor"
 sock = f"{tmp}/api.sock"
 env = dict(os.environ, MEMVISOR_SOCKET=sock)
+daemons = []   # every memvisord started: each leads its own process group
+
+
+def run_groups():
+    """Process groups of whatever names this run's directory on its command line:
+    the daemons (--socket/--state-dir) and the VMMs with their monitors (--ctl)."""
+    mark, own, groups = tmp.encode() + b"/", os.getpgid(0), set()
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                if mark in f.read():
+                    groups.add(os.getpgid(int(d)))
+        except OSError:   # gone meanwhile
+            pass
+    groups.discard(own)
+    return groups
+
+
+def cleanup():
+    """Idempotent: the daemons first (a live one could start VMMs), then every
+    process group still naming the run's directory, then the directory."""
+    for p in daemons:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    for _ in range(50):
+        groups = run_groups()
+        if not groups:
+            break
+        for g in groups:
+            try:
+                os.killpg(g, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+    if os.path.isdir(tmp):
+        if os.environ.get("BENCH_KEEP"):
+            print(tmp, file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def on_signal(sig, _frame):
+    raise SystemExit(128 + sig)   # unwinds through every finally, then atexit
+
+
+atexit.register(cleanup)
+for _s in (signal.SIGTERM, signal.SIGHUP):
+    signal.signal(_s, on_signal)   # SIGINT raises KeyboardInterrupt already
 
 
 def daemon(*extra):
@@ -44,7 +105,8 @@ def daemon(*extra):
         os.unlink(sock)
     p = subprocess.Popen([f"{build}/src/daemon/memvisord", "--socket", sock, "--state-dir",
                           f"{tmp}/state", "--mem-capacity", "8G", *extra],
-                         stderr=open(f"{tmp}/daemon.log", "a"))
+                         stderr=open(f"{tmp}/daemon.log", "a"), start_new_session=True)
+    daemons.append(p)
     for _ in range(400):
         if os.path.exists(sock):
             return p
@@ -219,7 +281,7 @@ def guard_phase():
     robust figure on a loaded host: a descheduled vCPU costs neither ops nor
     CPU time, while wall-clock ops/s swing with other tenants)."""
     mv("vm", "create", "gb", "--memory", f"{WSS_MB}M", "--workload", "memtouch", "--wss",
-       f"{WSS_MB}M", "--pattern", "random", "--rate", "0", "--fusion")
+       f"{WSS_MB}M", "--pattern", "random", "--rate", "0", "--fusion", "--backing", "4k")
     time.sleep(1.5)
     # Lock once and let it settle: the first mlock populates the range, a
     # one-time cost that is not the guard's steady overhead.
@@ -302,10 +364,10 @@ def latency_phase(runs):
     for i in range(runs):
         seed = str(100 + i)
         mv("vm", "create", f"v{i}", "--memory", "16M", "--workload", "secret", "--seed", seed,
-           "--wss", "64K", "--fusion")
+           "--wss", "64K", "--fusion", "--backing", "4k")
         mv("vm", "sensitive", "add", f"v{i}", "--gpa", "0", "--len", "12K")
         mv("vm", "create", f"a{i}", "--memory", "16M", "--workload", "writeprobe", "--seed", seed,
-           "--wss", "1M", "--fusion")
+           "--wss", "1M", "--fusion", "--backing", "4k")
         e, seen = first_event("write_probe", f"a{i}")
         if e:
             wp_event.append(e["latency_ms"])
@@ -317,7 +379,7 @@ def latency_phase(runs):
                 wp_seen.append((seen - first) * 1000)
         mv("vm", "rm", "--force", f"a{i}")
         mv("vm", "create", f"f{i}", "--memory", "16M", "--workload", "flushreload", "--seed",
-           seed, "--wss", "64K", "--fusion")
+           seed, "--wss", "64K", "--fusion", "--backing", "4k")
         e, _ = first_event("sampled_access", f"f{i}")
         if e:
             sa_event.append(e["latency_ms"])
@@ -340,10 +402,7 @@ if guard_only:
                           "detection_latency": latency_phase(3 if quick else 7),
                           "targets": {"guard_overhead": 0.05, "detection_latency_ms": 100}}))
     finally:
-        p.terminate()
-        p.wait()
-        subprocess.run(["pkill", "-9", "-f", "--", f"--ctl {tmp}/"])
-        shutil.rmtree(tmp, ignore_errors=True)
+        cleanup()
     sys.exit(0)
 try:
     p = daemon("--fusion-rate", "0")
@@ -352,7 +411,8 @@ try:
     want = WSS_MB * 1024 * 1024 // PAGE
     for vm in ("k1", "k2"):
         mv("vm", "create", vm, "--memory", f"{WSS_MB}M", "--workload", "memtouch", "--seed", "7",
-           "--wss", f"{WSS_MB}M", "--pattern", "seq", "--rate", str(want // 2), "--fusion")
+           "--wss", f"{WSS_MB}M", "--pattern", "seq", "--rate", str(want // 2), "--fusion",
+           "--backing", "4k")   # "auto" takes free huge pages, which fusion and KSM skip
     left = ["k1", "k2"]
     while left:
         for vm in list(left):
@@ -389,8 +449,4 @@ try:
         "guard": guard, "detection_latency": latency,
         "targets": {"guard_overhead": 0.05, "detection_latency_ms": 100}}))
 finally:
-    if p:
-        p.terminate()
-        p.wait()
-    subprocess.run(["pkill", "-9", "-f", "--", f"--ctl {tmp}/"])
-    shutil.rmtree(tmp, ignore_errors=True)
+    cleanup()

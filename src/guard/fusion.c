@@ -70,6 +70,7 @@ struct mv_fusion {
 	uint32_t cur_vm, cur_region;
 	uint64_t cur_off;
 	struct mv_fusion_stats st;
+	uint64_t zero_hash;       /* content_hash of a page of zeros (or of a hole) */
 	uint8_t buf[CHUNK_PAGES * PS];
 	uint8_t cmp[PS];
 };
@@ -102,6 +103,8 @@ int mv_fusion_create(const struct mv_fusion_cfg *cfg, struct mv_fusion **out, st
 	f->cfg = *cfg;
 	f->pool_fd = fd;
 	f->map_free = NONE;
+	memset(f->cmp, 0, PS);
+	f->zero_hash = content_hash(f->cmp);
 	*out = f;
 	return 0;
 }
@@ -387,13 +390,13 @@ int mv_fusion_vm_keep(struct mv_fusion *f, uint64_t key, uint64_t gpa, uint64_t 
 }
 
 static void scan_page(struct mv_fusion *f, uint32_t s, uint64_t gpa, const uint8_t *page,
-		      struct mv_fusion_merge *out, size_t *n)
+		      uint64_t h, struct mv_fusion_merge *out, size_t *n)
 {
 	struct fvm *v = f->vms[s];
 	if (u64map_get(&v->map, gpa + 1, NULL) || v->nfused >= f->cfg.max_fused_per_vm ||
 	    kept(v, gpa))
 		return;
-	uint64_t h = content_hash(page), x;
+	uint64_t x;
 	if (u64map_get(&f->stable, h, &x)) {
 		uint32_t p = (uint32_t)x;
 		if (pread(f->pool_fd, f->cmp, PS, (off_t)p * PS) == (ssize_t)PS &&
@@ -480,13 +483,14 @@ int mv_fusion_scan(struct mv_fusion *f, uint64_t budget, struct mv_fusion_merge 
 			f->cur_off = r->size;
 			continue;
 		}
+		/* No SEEK_HOLE: on shmem it walks every page of the populated
+		 * extent (milliseconds per call on a large, full region). Holes
+		 * inside the chunk read as zeros and are told apart below. */
 		uint64_t start = (uint64_t)d & ~(uint64_t)(PS - 1);
-		off_t hole = lseek(r->fd, (off_t)start, SEEK_HOLE);
-		uint64_t end = hole < 0 ? r->size : (uint64_t)hole;
 		uint64_t want = CHUNK_PAGES;
 		if ((budget - scanned) < want)
 			want = budget - scanned;
-		uint64_t len = end - start < want * PS ? end - start : want * PS;
+		uint64_t len = r->size - start < want * PS ? r->size - start : want * PS;
 		if ((cap - *n) / 2 < len / PS)
 			len = (cap - *n) / 2 * PS;
 		len &= ~(uint64_t)(PS - 1);
@@ -499,11 +503,20 @@ int mv_fusion_scan(struct mv_fusion *f, uint64_t budget, struct mv_fusion_merge 
 			f->cur_off = start + PS;
 			continue;
 		}
-		uint64_t pages = (uint64_t)got / PS;
-		for (uint64_t i = 0; i < pages; i++)
-			scan_page(f, f->cur_vm, r->gpa + start + i * PS, f->buf + i * PS, out, n);
-		scanned += pages;
-		f->st.pages_scanned += pages;
+		uint64_t pages = (uint64_t)got / PS, data = 0;
+		for (uint64_t i = 0; i < pages; i++) {
+			const uint8_t *pg = f->buf + i * PS;
+			uint64_t h = content_hash(pg);
+			/* Only a zero page can be a hole: SEEK_DATA answers at once
+			 * when the page is there. */
+			off_t at = (off_t)(start + i * PS);
+			if (i && h == f->zero_hash && lseek(r->fd, at, SEEK_DATA) != at)
+				continue;
+			scan_page(f, f->cur_vm, r->gpa + start + i * PS, pg, h, out, n);
+			data++;
+		}
+		scanned += data;
+		f->st.pages_scanned += data;
 		f->cur_off = start + pages * PS;
 	}
 	pthread_mutex_unlock(&f->lock);

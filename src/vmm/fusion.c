@@ -33,6 +33,7 @@
 #include "vmm_i.h"
 
 #define PS MV_PAGE_SIZE
+#define RUN_MAX 64   /* pages merged by one mapping call at most */
 
 /* ST_KEEP: moved to a fresh frame by the guard (RELOCATE): never fused again,
  * so the move is not undone by the next merge onto a shared pool page. */
@@ -70,7 +71,7 @@ struct vmm_fusion {
 		uint8_t nwin;        /* windows ended since the last SAMPLE reply */
 		bool armed;          /* trapped for the running window */
 	} traps[MV_CTL_SAMPLE_MAX];
-	uint8_t cmp[PS];
+	uint8_t cmp[RUN_MAX * PS];   /* pool pages of one run, to compare */
 };
 
 /* The signal handler's only way to its context: the mutable globals a
@@ -300,35 +301,93 @@ void vmm_fusion_unhold(struct vmm *v, uint64_t gpa)
 		atomic_store_explicit(&r->state[p], ST_KEEP, memory_order_release);
 }
 
-static uint8_t fuse_one(struct vmm_fusion *f, uint64_t gpa, uint64_t pool_off)
+/* Pages [a, b) of a claimed run (BUSY, read-only) hold the bytes of the
+ * pool pages at pool_off + a * PS on: map them there with one call and free
+ * the private copies with one punch. */
+static void map_run(struct vmm_fusion *f, struct fregion *r, uint64_t p0, uint64_t pool_off,
+		    uint32_t a, uint32_t b, uint8_t *res)
 {
-	uint64_t p = 0;
-	struct fregion *r = region_of_gpa(f, gpa, &p);
-	if (!r || pool_off + PS > f->pool_size)
-		return MV_FUSE_SKIP;
-	uint8_t want = ST_NONE;
-	if (!atomic_compare_exchange_strong(&r->state[p], &want, ST_BUSY))
-		return MV_FUSE_SKIP;
-	uint8_t *hva = r->hva + p * PS;
+	uint8_t *hva = r->hva + (p0 + a) * PS;
+	size_t len = (size_t)(b - a) * PS;
+	bool ok = mmap(hva, len, PROT_READ, MAP_SHARED | MAP_FIXED, f->pool_fd,
+		       (off_t)(pool_off + a * PS)) != MAP_FAILED;
+	if (ok)   /* the guest reads the pool pages now */
+		(void)fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				(off_t)((p0 + a) * PS), (off_t)len);
+	else
+		(void)mprotect(hva, len, PROT_READ | PROT_WRITE);
+	uint32_t now = now_ms(f);
+	for (uint32_t j = a; j < b; j++) {
+		res[j] = ok ? MV_FUSE_DONE : MV_FUSE_MISS;
+		if (ok)
+			r->fused_ms[p0 + j] = now;
+		atomic_store_explicit(&r->state[p0 + j], ok ? ST_FUSED : ST_NONE,
+				      memory_order_release);
+	}
+	if (ok)
+		atomic_fetch_add(&f->fused, b - a);
+}
+
+/* Merges the entries from e on that form a run (consecutive guest pages of
+ * one region onto consecutive pool pages, as the scanner allocates them for
+ * pages merged in order): one mprotect, one pread, one mmap and one punch per
+ * run instead of per page (each of those syscalls also splits a VMA and
+ * flushes the TLB). Returns the entries done; results in res. */
+static uint32_t fuse_run(struct vmm_fusion *f, const struct mv_ctl_fuse_entry *e, uint32_t n,
+			 uint8_t *res)
+{
+	uint64_t p0 = 0, pool_off = e[0].pool_off;
+	struct fregion *r = region_of_gpa(f, e[0].gpa, &p0);
+	if (!r || e[0].gpa % PS || pool_off % PS || f->pool_size < PS ||
+	    pool_off > f->pool_size - PS) {
+		res[0] = MV_FUSE_SKIP;
+		return 1;
+	}
+	uint64_t np = r->size / PS;
+	uint32_t k = 1;
+	while (k < n && k < RUN_MAX && p0 + k < np && e[k].gpa == e[0].gpa + k * PS &&
+	       e[k].pool_off == pool_off + k * PS && e[k].pool_off <= f->pool_size - PS)
+		k++;
+	/* Claim the pages; a page busy or fused already ends the run there. */
+	for (uint32_t j = 0; j < k; j++) {
+		uint8_t want = ST_NONE;
+		if (!atomic_compare_exchange_strong(&r->state[p0 + j], &want, ST_BUSY)) {
+			if (j == 0) {
+				res[0] = MV_FUSE_SKIP;
+				return 1;
+			}
+			k = j;
+			break;
+		}
+	}
+	uint8_t *hva = r->hva + p0 * PS;
+	size_t len = (size_t)k * PS;
 	/* From here a vCPU's write faults and waits for the outcome. */
-	if (mprotect(hva, PS, PROT_READ) < 0)
-		goto miss_rw;
-	if (pread(f->pool_fd, f->cmp, PS, (off_t)pool_off) != (ssize_t)PS ||
-	    memcmp(hva, f->cmp, PS) != 0)
-		goto miss;
-	if (mmap(hva, PS, PROT_READ, MAP_SHARED | MAP_FIXED, f->pool_fd, (off_t)pool_off) == MAP_FAILED)
-		goto miss;
-	/* The guest reads the pool page now: free the private copy. */
-	(void)fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(p * PS), PS);
-	atomic_fetch_add(&f->fused, 1);
-	r->fused_ms[p] = now_ms(f);
-	atomic_store_explicit(&r->state[p], ST_FUSED, memory_order_release);
-	return MV_FUSE_DONE;
-miss:
-	(void)mprotect(hva, PS, PROT_READ | PROT_WRITE);
-miss_rw:
-	atomic_store_explicit(&r->state[p], ST_NONE, memory_order_release);
-	return MV_FUSE_MISS;
+	bool prot = mprotect(hva, len, PROT_READ) == 0;
+	if (!prot || pread(f->pool_fd, f->cmp, len, (off_t)pool_off) != (ssize_t)len) {
+		if (prot)
+			(void)mprotect(hva, len, PROT_READ | PROT_WRITE);
+		for (uint32_t j = 0; j < k; j++) {
+			res[j] = MV_FUSE_MISS;
+			atomic_store_explicit(&r->state[p0 + j], ST_NONE, memory_order_release);
+		}
+		return k;
+	}
+	uint32_t a = 0;
+	for (uint32_t j = 0; j < k; j++) {
+		if (memcmp(hva + (size_t)j * PS, f->cmp + (size_t)j * PS, PS) == 0)
+			continue;
+		if (a < j)
+			map_run(f, r, p0, pool_off, a, j, res);
+		/* Changed since the scan: a miss, writable again. */
+		(void)mprotect(hva + (size_t)j * PS, PS, PROT_READ | PROT_WRITE);
+		res[j] = MV_FUSE_MISS;
+		atomic_store_explicit(&r->state[p0 + j], ST_NONE, memory_order_release);
+		a = j + 1;
+	}
+	if (a < k)
+		map_run(f, r, p0, pool_off, a, k, res);
+	return k;
 }
 
 static void collect_broken(struct vmm_fusion *f, struct mv_ctl_fuse_reply *out)
@@ -401,9 +460,12 @@ int vmm_fusion_fuse(struct vmm *v, const struct mv_ctl_fuse *req, int pool_fd,
 		}
 		pool_fd = -1;
 	}
-	for (uint32_t i = 0; i < req->n; i++)
-		out->result[i] = f->pool_fd < 0 ? MV_FUSE_SKIP
-						: fuse_one(f, req->e[i].gpa, req->e[i].pool_off);
+	for (uint32_t i = 0; i < req->n;) {
+		if (f->pool_fd < 0)
+			out->result[i++] = MV_FUSE_SKIP;
+		else
+			i += fuse_run(f, req->e + i, req->n - i, out->result + i);
+	}
 	out->n = req->n;
 	collect_broken(f, out);
 	out->fused = atomic_load(&f->fused);

@@ -13,7 +13,9 @@
 
 start_daemon --fusion-rate 200000
 PAGES=4096   # 16M of wss
-common="--memory 64M --workload memtouch --seed 7 --wss 16M --pattern seq"
+# 4K pages explicitly: "auto" takes hugetlb when the host has free huge pages
+# (another tenant of the machine may reserve some), and fusion skips hugetlb.
+common="--memory 64M --workload memtouch --seed 7 --wss 16M --pattern seq --backing 4k"
 mv vm create f1 $common --vcpus 2 --rate 4000 --fusion >/dev/null
 mv vm create f2 $common --vcpus 2 --rate 4000 --fusion >/dev/null
 mv vm create plain $common --vcpus 2 --rate 4000 >/dev/null

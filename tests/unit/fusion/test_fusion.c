@@ -220,6 +220,46 @@ static void test_caps(void **state)
 	mv_mem_layout_close(&lb);
 }
 
+/* Holes inside a chunk read as zeros: they are neither proposed nor counted
+ * as scanned, while pages of real zeros are fused like any other content. */
+static void test_holes_are_not_zero_pages(void **state)
+{
+	(void)state;
+	uint64_t tags[NPAGES] = {0};
+	for (int i = 0; i < 16; i += 2)
+		tags[i] = 300 + (uint64_t)i;        /* odd pages: holes */
+	struct mv_mem_layout la, lb;
+	make_vm(&la, tags);
+	make_vm(&lb, tags);
+	static const uint8_t zero[PS];
+	for (int i = 20; i <= 22; i += 2) {        /* real zero pages, a hole between */
+		assert_int_equal(pwrite(la.r[0].fd, zero, PS, (off_t)i * PS), (ssize_t)PS);
+		assert_int_equal(pwrite(lb.r[0].fd, zero, PS, (off_t)i * PS), (ssize_t)PS);
+	}
+	struct mv_fusion *f = new_fusion(1024, 1024);
+	assert_int_equal(mv_fusion_vm_add(f, 1, &la, NULL), 0);
+	assert_int_equal(mv_fusion_vm_add(f, 2, &lb, NULL), 0);
+	/* A budget of exactly the 20 data pages reaches every one of them
+	 * only if the 22 holes among them are not counted. */
+	struct mv_fusion_merge m[512];
+	size_t n;
+	assert_int_equal(mv_fusion_scan(f, 20, m, 512, &n), 0);
+	assert_int_equal(n, 20);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t pg = m[i].gpa / PS;
+		assert_true(pg == 20 || pg == 22 || (pg < 16 && tags[pg]));
+		mv_fusion_commit(f, &m[i], true);
+	}
+	struct mv_fusion_stats st;
+	mv_fusion_get_stats(f, &st);
+	assert_int_equal(st.pages_scanned, 20);
+	assert_int_equal(st.sharing, 20);
+	assert_int_equal(st.shared, 9);            /* 8 contents + zeros */
+	mv_fusion_destroy(f);
+	mv_mem_layout_close(&la);
+	mv_mem_layout_close(&lb);
+}
+
 /* Only holes attached (every page fused, say): a scan must still return. */
 static void test_all_holes(void **state)
 {
@@ -264,6 +304,7 @@ int main(void)
 		cmocka_unit_test(test_two_vms_share),
 		cmocka_unit_test(test_misses_and_holes),
 		cmocka_unit_test(test_caps),
+		cmocka_unit_test(test_holes_are_not_zero_pages),
 		cmocka_unit_test(test_all_holes),
 		cmocka_unit_test(test_u64map),
 		cmocka_unit_test(test_keep),
