@@ -226,6 +226,13 @@ static int decode_spec(json_t *root, struct mv_vm_spec *out, struct mv_error **e
 			return mv_err_field(err, -EINVAL, "fusion", "fusion must be true or false");
 		out->fusion = json_is_true(v);
 	}
+	/* Fusion merges and copies 4 KiB pages; it cannot share part of a
+	 * hugetlb page, so a fusion VM's "auto" means 4 KiB. */
+	if (out->fusion && out->backing == MV_MEM_BACKING_HUGETLB)
+		return mv_err_field(err, -EINVAL, "backing",
+				    "fusion needs 4 KiB guest RAM: use backing auto or 4k");
+	if (out->fusion)
+		out->backing = MV_MEM_BACKING_4K;
 	v = json_object_get(root, "workload");
 	if (!v)
 		return mv_err_field(err, -EINVAL, "workload", "workload is required");

@@ -42,6 +42,7 @@ expect 422 memory POST /v1/vms "{\"name\":\"a\",\"memory\":\"64G\",$good}"
 expect 400 vcpus POST /v1/vms "{\"name\":\"a\",\"memory\":4096,\"vcpus\":0,$good}"
 expect 400 vcpus POST /v1/vms "{\"name\":\"a\",\"memory\":4096,\"vcpus\":\"2\",$good}"
 expect 400 backing POST /v1/vms "{\"name\":\"a\",\"memory\":4096,\"backing\":\"floppy\",$good}"
+expect 400 backing POST /v1/vms "{\"name\":\"a\",\"memory\":4096,\"backing\":\"hugetlb\",\"fusion\":true,$good}"
 expect 400 workload.kind POST /v1/vms '{"name":"a","memory":4096,"workload":{"kind":"bitcoin"}}'
 expect 400 workload POST /v1/vms '{"name":"a","memory":4096}'
 expect 400 workload.rate POST /v1/vms '{"name":"a","memory":4096,"workload":{"kind":"memtouch","rate":-1}}'
