@@ -66,18 +66,21 @@ mv guard events
 e=$(mv guard events --json | jget "[e for e in j['events'] if e['signal']=='write_probe'][0]")
 log "event: $e"
 [ "$(vm_field att '["fusion"]["excluded"]')" = True ] || fail "att not excluded from fusion"
+# Score whole rounds that began after the response: the round the detection
+# interrupted (and the poller's lag) is skipped.
 r0=$(aux_i att 0)
-next() { [ "$(aux_i att 0)" -ge $((r0 + 1)) ]; }
+next() { [ "$(aux_i att 0)" -ge $((r0 + 2)) ]; }
 wait_for 30 next || fail "no round after detection"
 s1=$(snap att); r1=$(aux_i att 0)
+[ "$(vm_field att '["fusion"]["fused_pages"]')" -eq 0 ] || fail "att still has fused pages"
 more() { [ "$(aux_i att 0)" -ge $((r1 + 3)) ]; }
 wait_for 60 more || fail "the prober stopped"
 s2=$(snap att)
+[ "$(vm_field att '["fusion"]["fused_pages"]')" -eq 0 ] || fail "att fused again after exclusion"
 a=$(acc "$s1" "$s2")
 n=$(( $(cut -d' ' -f2 <<<"$s2") - $(cut -d' ' -f2 <<<"$s1") ))
-log "write probe accuracy after detection: $a over $n guesses"
+log "write probe accuracy after detection: $a over $n guesses (rounds $r1..$(cut -d' ' -f1 <<<"$s2"))"
 within_chance "$a" "$n" || fail "write probe accuracy $a after detection is not chance"
-[ "$(vm_field att '["fusion"]["fused_pages"]')" -eq 0 ] || fail "att still has fused pages"
 mv metrics | grep -q 'memvisor_guard_detections_total{signal="write_probe",action="unfuse"} 1' ||
   fail "no detection in /metrics"
 grep -q "guard: detected write_probe by vm att against vm victim" "$T/daemon.log" || fail "no log line"
@@ -195,19 +198,7 @@ mv vm rm --force fr >/dev/null
 log "policy move: the victim's sensitive ranges go to fresh frames"
 out=$(mv vm sensitive add victim --gpa 4M --len 1M --json) || fail "sensitive add 1M"
 [ "$(jget "j['resident_pages']" <<<"$out")" -eq 256 ] || fail "1M range not resident: $out"
-# gpa -> pfn of every protected page of the victim, from the daemon's SQLite.
-frames() {
-  python3 - "$STATE/memvisor.db" "$(vm_field victim '["id"]')" <<'PY'
-import json, sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-m = {}
-for gpa, pfn, pages in db.execute("SELECT f.gpa, f.pfn, f.pages FROM protected_frames f JOIN sensitive s"
-                                  " ON s.id = f.range_id WHERE s.vm_id=?", (sys.argv[2],)):
-    for i in range(pages):
-        m[gpa + i * 4096] = pfn + i
-print(json.dumps(m))
-PY
-}
+frames() { protected_frames "$STATE/memvisor.db" "$(vm_field victim '["id"]')"; }
 full() { [ "$(frames | jget "len(j)")" -eq 259 ]; }
 wait_for 10 full || fail "protected frames of the victim not recorded: $(frames | jget 'len(j)')"
 before=$(frames)

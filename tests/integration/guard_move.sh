@@ -64,20 +64,14 @@ PY
 )
 log "range pages mapped from the memfd / the fusion pool: $kinds"
 [ "${kinds% *}" -ge 200 ] && [ "${kinds#* }" -ge 32 ] || fail "the range is not mixed: $kinds"
-frames() { # gpa -> pfn of the victim's protected pages, from the daemon's SQLite
-  python3 - "$STATE/memvisor.db" "$(vm_field victim '["id"]')" <<'PY'
-import json, sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-m = {}
-for gpa, pfn, pages in db.execute("SELECT f.gpa, f.pfn, f.pages FROM protected_frames f JOIN sensitive s"
-                                  " ON s.id = f.range_id WHERE s.vm_id=?", (sys.argv[2],)):
-    for i in range(pages):
-        m[str(gpa + i * 4096)] = pfn + i
-print(json.dumps(m))
-PY
+frames() { protected_frames "$STATE/memvisor.db" "$(vm_field victim '["id"]')"; }
+# Freshly fused pages are mapped but not yet faulted in: the guard's check
+# (every second) mlocks the range again, which populates them.
+all_resident() {
+  gm pfns victim >"$T/before.json"
+  [ "$(jget 'len(j)' <"$T/before.json")" -eq $((RANGE / 4096)) ]
 }
-gm pfns victim >"$T/before.json"
-[ "$(jget 'len(j)' <"$T/before.json")" -eq $((RANGE / 4096)) ] || fail "range not all resident"
+wait_for 10 all_resident || fail "range not all resident: $(jget 'len(j)' <"$T/before.json") pages"
 
 log "deny list (the zero page), action move: the victim is the sharer with a sensitive range"
 zero=$(head -c 4096 /dev/zero | "$MV_BUILD/tests/integration/page_hash")

@@ -77,3 +77,18 @@ wait_for() {
 }
 
 vm_field() { mv vm show "$1" --json | jget "j$2"; }
+
+# protected_frames DB VM_ID: gpa -> pfn of every protected page of a VM, as
+# the daemon recorded them in its SQLite (JSON object, gpa keys as strings).
+protected_frames() {
+  python3 - "$1" "$2" <<'PY'
+import json, sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+m = {}
+for gpa, pfn, pages in db.execute("SELECT f.gpa, f.pfn, f.pages FROM protected_frames f JOIN sensitive s"
+                                  " ON s.id = f.range_id WHERE s.vm_id=?", (sys.argv[2],)):
+    for i in range(pages):
+        m[gpa + i * 4096] = pfn + i
+print(json.dumps(m))
+PY
+}
