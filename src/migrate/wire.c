@@ -128,6 +128,22 @@ int mig_send(struct mig_conn *c, uint16_t type, const void *payload, uint32_t le
 	return mig_sendv(c, type, iov, len ? 2 : 1, len, mv_crc32c(0, payload, len), err);
 }
 
+/* What a non-blocking recv's result n means for a reader: 0 to go on (data,
+ * or a retry after EINTR or after waiting for more), -EPIPE at end of stream,
+ * another -errno on error or timeout. */
+static int rx_result(struct mig_conn *c, ssize_t n, int timeout_ms)
+{
+	if (n > 0)
+		return 0;
+	if (n == 0)
+		return -EPIPE;
+	if (errno == EINTR)
+		return 0;
+	if (errno != EAGAIN)
+		return -errno;
+	return wait_fd(c->fd, POLLIN, timeout_ms);
+}
+
 /* Reads exactly len bytes. crc (may be NULL) accumulates the CRC-32C of
  * what was read, a chunk at a time right after each recv, while it is
  * still in cache. */
@@ -138,22 +154,15 @@ static int read_exact(struct mig_conn *c, uint8_t *buf, size_t len, int timeout_
 	while (off < len) {
 		size_t want = len - off < RX_CHUNK ? len - off : RX_CHUNK;
 		ssize_t n = recv(c->fd, buf + off, want, MSG_DONTWAIT);
+		int r = rx_result(c, n, timeout_ms);
+		if (r < 0)
+			return r;
 		if (n > 0) {
 			if (crc)
 				*crc = mv_crc32c(*crc, buf + off, (size_t)n);
 			off += (size_t)n;
 			*got_any = true;
-			continue;
 		}
-		if (n == 0)
-			return -EPIPE;
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN)
-			return -errno;
-		int r = wait_fd(c->fd, POLLIN, timeout_ms);
-		if (r < 0)
-			return r;
 	}
 	return 0;
 }
@@ -175,18 +184,11 @@ int mig_readv(struct mig_conn *c, struct iovec *iov, int niov, int timeout_ms, u
 		}
 		struct msghdr mh = {.msg_iov = sub, .msg_iovlen = (size_t)k};
 		ssize_t n = recvmsg(c->fd, &mh, MSG_DONTWAIT);
-		if (n == 0)
-			return -EPIPE;
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN)
-				return -errno;
-			int r = wait_fd(c->fd, POLLIN, timeout_ms);
-			if (r < 0)
-				return r;
+		int r = rx_result(c, n, timeout_ms);
+		if (r < 0)
+			return r;
+		if (n < 0)
 			continue;
-		}
 		size_t left = (size_t)n;
 		while (left > 0) {
 			size_t take = left < iov->iov_len ? left : iov->iov_len;
