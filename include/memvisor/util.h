@@ -51,6 +51,11 @@ int mv_write_file_atomic(const char *path, const void *data, size_t len) MV_MUST
 int mv_read_file(const char *path, size_t max, void **buf, size_t *len) MV_MUST_CHECK;
 /* The same from an open fd (left open), from its current offset. */
 int mv_read_fd(int fd, size_t max, void **buf, size_t *len) MV_MUST_CHECK;
+/* Room for one more element in a growable array of n used of *cap: returns
+ * p, or p reallocated to twice *cap (first when empty). Aborts when out of
+ * memory, for the daemon's and VMM's bookkeeping arrays that cannot go on
+ * without the element. */
+void *mv_grow(void *p, size_t n, size_t *cap, size_t elem, size_t first);
 /* mkdir -p with mode. */
 int mv_mkdir_p(const char *path, unsigned mode) MV_MUST_CHECK;
 

@@ -82,12 +82,7 @@ static void range_free(struct grange *g)
 
 static struct grange *range_push(struct guard *gd)
 {
-	if (gd->n == gd->cap) {
-		gd->cap = gd->cap ? gd->cap * 2 : 8;
-		gd->r = realloc(gd->r, gd->cap * sizeof(*gd->r));
-		if (!gd->r)
-			abort();
-	}
+	gd->r = mv_grow(gd->r, gd->n, &gd->cap, sizeof(*gd->r), 8);
 	struct grange *g = &gd->r[gd->n++];
 	memset(g, 0, sizeof(*g));
 	return g;

@@ -34,12 +34,7 @@ static void push(struct guard_keep *gk, const char *vm_id, uint64_t gpa, uint64_
 	for (size_t i = 0; i < gk->n; i++)
 		if (!strcmp(gk->k[i].vm_id, vm_id) && gk->k[i].gpa == gpa && gk->k[i].len == len)
 			return;
-	if (gk->n == gk->cap) {
-		gk->cap = gk->cap ? gk->cap * 2 : 8;
-		gk->k = realloc(gk->k, gk->cap * sizeof(*gk->k));
-		if (!gk->k)
-			abort();
-	}
+	gk->k = mv_grow(gk->k, gk->n, &gk->cap, sizeof(*gk->k), 8);
 	struct kept *k = &gk->k[gk->n++];
 	snprintf(k->vm_id, sizeof(k->vm_id), "%s", vm_id);
 	k->gpa = gpa;

@@ -135,12 +135,7 @@ int state_load(struct vmmgr *m, struct mv_vm_info **out, size_t *n, struct mv_er
 	size_t cap = 0;
 	int rc;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		if (*n == cap) {
-			cap = cap ? cap * 2 : 16;
-			*out = realloc(*out, cap * sizeof(**out));
-			if (!*out)
-				abort();
-		}
+		*out = mv_grow(*out, *n, &cap, sizeof(**out), 16);
 		struct mv_vm_info *vm = &(*out)[(*n)++];
 		memset(vm, 0, sizeof(*vm));
 		int i = 0;

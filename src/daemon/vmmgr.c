@@ -64,12 +64,7 @@ struct dvm *vmmgr_vm_new(struct vmmgr *m, const struct mv_vm_info *info)
 	vm->ctl = -1;
 	vm->fkey = ++m->next_fkey;
 	snprintf(vm->dir, sizeof(vm->dir), "%s/vms/%s", m->cfg.state_dir, info->id);
-	if (m->nvms == m->cap) {
-		m->cap = m->cap ? m->cap * 2 : 16;
-		m->vms = realloc(m->vms, m->cap * sizeof(*m->vms));
-		if (!m->vms)
-			abort();
-	}
+	m->vms = mv_grow(m->vms, m->nvms, &m->cap, sizeof(*m->vms), 16);
 	m->vms[m->nvms++] = vm;
 	return vm;
 }

@@ -421,12 +421,7 @@ static void scan_page(struct mv_fusion *f, uint32_t s, uint64_t gpa, const uint8
 		f->cands[x] = (struct cand){.vm = s, .key = v->key, .gpa = gpa};
 		return;
 	}
-	if (f->ncands == f->capcands) {
-		f->capcands = f->capcands ? f->capcands * 2 : 1024;
-		f->cands = realloc(f->cands, f->capcands * sizeof(*f->cands));
-		if (!f->cands)
-			abort();
-	}
+	f->cands = mv_grow(f->cands, f->ncands, &f->capcands, sizeof(*f->cands), 1024);
 	f->cands[f->ncands] = (struct cand){.vm = s, .key = v->key, .gpa = gpa};
 	u64map_put(&f->unstable, h, f->ncands++);
 }

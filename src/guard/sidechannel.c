@@ -123,12 +123,7 @@ static void note(struct findings *fs, const struct mv_guard_range *r, uint64_t o
 			return;
 		}
 	}
-	if (fs->n == fs->cap) {
-		fs->cap = fs->cap ? fs->cap * 2 : 16;
-		fs->v = realloc(fs->v, fs->cap * sizeof(*fs->v));
-		if (!fs->v)
-			abort();
-	}
+	fs->v = mv_grow(fs->v, fs->n, &fs->cap, sizeof(*fs->v), 16);
 	fs->v[fs->n++] = (struct mv_guard_finding){
 		.range_id = r->id, .owner = r->key, .other = other, .kind = kind, .pages = 1,
 		.gpa = gpa, .pfn = pfn, .other_gpa = ogpa, .other_pfn = opfn};

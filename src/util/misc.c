@@ -176,3 +176,15 @@ int mv_read_file(const char *path, size_t max, void **buf, size_t *len)
 	close(fd);
 	return rc;
 }
+
+void *mv_grow(void *p, size_t n, size_t *cap, size_t elem, size_t first)
+{
+	if (n < *cap)
+		return p;
+	size_t c = *cap ? *cap * 2 : first;
+	p = realloc(p, c * elem);
+	if (!p)
+		abort();
+	*cap = c;
+	return p;
+}

@@ -147,12 +147,7 @@ static int hold_pipe(struct reloc_hold *h, struct mv_error **err)
 	for (int sz = RELOC_PIPE; sz > (int)MV_PAGE_SIZE * 16; sz /= 2)
 		if (fcntl(pp[1], F_SETPIPE_SZ, sz) >= 0)
 			break;
-	if (h->n == h->cap) {
-		h->cap = h->cap ? h->cap * 2 : 16;
-		h->rd = realloc(h->rd, h->cap * sizeof(*h->rd));
-		if (!h->rd)
-			abort();
-	}
+	h->rd = mv_grow(h->rd, h->n, &h->cap, sizeof(*h->rd), 16);
 	h->rd[h->n++] = pp[0];
 	h->wr = pp[1];
 	return 0;
