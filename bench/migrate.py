@@ -127,12 +127,23 @@ shmem_thp = sysfs_choice("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
 HUGETLB_POOL = "/proc/sys/vm/nr_hugepages"
 
 
+def set_pool(pages):
+    """Pages still reserved when the pool shrank stay behind as free surplus
+    pages until the count moves again: move it up by that many and back."""
+    with open(HUGETLB_POOL, "w") as f:
+        f.write(str(pages))
+    surp = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("HugePages_Surp"))
+    if surp:
+        for n in (pages + surp, pages):
+            with open(HUGETLB_POOL, "w") as f:
+                f.write(str(n))
+
+
 def warm_pool(pages):
     """Reserve a hugetlb pool of `pages` 2 MiB pages and touch each once: the
     first fault of a pool page can be a cold hypervisor fault-in (free page
     reporting), which a VM host pays once at boot, not per migration."""
-    with open(HUGETLB_POOL, "w") as f:
-        f.write(str(pages))
+    set_pool(pages)
     got = int(open(HUGETLB_POOL).read())
     fd = os.memfd_create("warm", os.MFD_HUGETLB)
     try:
@@ -241,7 +252,7 @@ finally:
     for p in (a, b):
         p.terminate()
         p.wait()
-    with open(HUGETLB_POOL, "w") as f:
-        f.write(str(pool0))
     subprocess.run(["pkill", "-9", "-f", "--", f"--ctl {tmp}/"])
+    time.sleep(0.3)
+    set_pool(pool0)
     shutil.rmtree(tmp, ignore_errors=True)

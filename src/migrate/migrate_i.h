@@ -58,6 +58,19 @@ void mig_fail_peer(struct mig_conn *c, int code, const char *msg);
 
 bool mig_page_is_zero(const uint8_t *p);
 
+/* extents.c: the stretches of a region that may hold data, holes skipped
+ * without reading (and so allocating) them. */
+struct mig_extents {
+	const struct mv_mem_region *g;
+	uint64_t off;              /* where the next search starts */
+	bool probe;                /* hugetlb pages exist that we have not mapped */
+	uint8_t *bounce;           /* 2 MiB: pread of an unmapped hugetlb page */
+};
+void mig_extents_init(struct mig_extents *x, const struct mv_mem_region *g);
+/* The next stretch [*d, *h) that may hold data; false past the end. */
+bool mig_extents_next(struct mig_extents *x, uint64_t *d, uint64_t *h);
+void mig_extents_fini(struct mig_extents *x);
+
 /* Accumulates a bitmap of n bits (64 per word). */
 static inline bool mig_bit_test(const uint64_t *bm, uint64_t i) { return bm[i / 64] >> (i % 64) & 1; }
 static inline void mig_bit_set(uint64_t *bm, uint64_t i) { bm[i / 64] |= 1ULL << (i % 64); }

@@ -219,30 +219,21 @@ int src_put_page(struct src *s, uint64_t gpa, const uint8_t *hva, bool skip_zero
 }
 
 /* Pass 1: every page holding data. Holes are skipped without reading them
- * (reading a shmem hole through the mapping would allocate it). */
+ * (extents.c). */
 static int send_all(struct src *s)
 {
 	for (unsigned i = 0; i < s->nregions; i++) {
 		const struct mv_mem_region *g = mv_guest_mem_region(s->mem, i);
-		uint64_t off = 0;
-		while (off < g->size) {
-			off_t d = lseek(g->fd, (off_t)off, SEEK_DATA);
-			off_t h = d >= 0 ? lseek(g->fd, d, SEEK_HOLE) : -1;
-			if (d < 0 && errno == ENXIO)
-				break;
-			if (d < 0 || h < 0) {   /* no SEEK_DATA here: everything is data */
-				d = (off_t)off;
-				h = (off_t)g->size;
-			}
-			uint64_t end = (uint64_t)h < g->size ? (uint64_t)h : g->size;
-			for (uint64_t p = (uint64_t)d & ~(MV_MIGRATE_PAGE_SIZE - 1ULL); p < end;
-			     p += MV_MIGRATE_PAGE_SIZE) {
-				int r = src_put_page(s, g->gpa + p, g->hva + p, true);
-				if (r < 0)
-					return r;
-			}
-			off = MV_ALIGN_UP(end, MV_MIGRATE_PAGE_SIZE);
-		}
+		struct mig_extents x;
+		uint64_t d, h;
+		int r = 0;
+		mig_extents_init(&x, g);
+		while (r == 0 && mig_extents_next(&x, &d, &h))
+			for (uint64_t p = d; p < h && r == 0; p += MV_MIGRATE_PAGE_SIZE)
+				r = src_put_page(s, g->gpa + p, g->hva + p, true);
+		mig_extents_fini(&x);
+		if (r < 0)
+			return r;
 	}
 	return src_flush(s);
 }

@@ -23,6 +23,7 @@ cleanup() {
   [ -n "$DAEMON_PID" ] && { kill -9 "$DAEMON_PID"; wait "$DAEMON_PID"; } 2>/dev/null || true
   pkill -9 -f -- "--ctl $STATE/" 2>/dev/null || true
   sleep 0.2
+  eval "${LATE_CLEANUP:-}"    # once every VMM is gone (e.g. a hugetlb pool to give back)
   if [ $rc -ne 0 ] && [ -d "$STATE/vms" ]; then
     for f in "$STATE"/vms/*/vmm.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -20 "$f" >&2; }; done
   fi
@@ -74,6 +75,16 @@ wait_for() {
   local secs=$1; shift
   for _ in $(seq $((secs * 10))); do "$@" && return 0; sleep 0.1; done
   return 1
+}
+
+# hugetlb_pool PAGES: sets the host's 2 MiB hugetlb pool. Pages still
+# reserved when it last shrank stay behind as free "surplus" pages until the
+# count moves again, so it moves up by that many and back.
+hugetlb_pool() {
+  local f=/proc/sys/vm/nr_hugepages surp
+  echo "$1" >$f
+  surp=$(awk '/HugePages_Surp/ {print $2}' /proc/meminfo)
+  [ "$surp" -eq 0 ] || { echo $(($1 + surp)) >$f; echo "$1" >$f; }
 }
 
 vm_field() { mv vm show "$1" --json | jget "j$2"; }
