@@ -10,10 +10,10 @@
 # 0.5). Flush+Reload: the "flushreload" VM times reloads of two public pages
 # fused with the victim's, whose cache lines the victim touches by its secret
 # bits; guard on, sampled accesses to the victim's sensitive pages expose it
-# and it is unfused, and its later accuracy is chance. Its guard-off accuracy
-# is printed, not asserted: this host's CPUs are hypervisor vCPUs whose cache
-# sharing changes with their placement (0.48-0.97 per try with both threads
-# on CPU). Their vCPU threads are pinned to distinct CPUs.
+# and it is unfused, and its later accuracy is chance. Guard off it must
+# reach 0.75 while the host's CPUs share a cache (cache_probe tells; they are
+# hypervisor vCPUs whose placement changes). Their vCPU threads are pinned to
+# distinct CPUs.
 . "$(dirname "$0")/lib.sh"
 
 start_daemon --fusion-rate 200000
@@ -106,25 +106,37 @@ fr_round() { [ "$(aux_i fr 0)" -ge 1 ]; }   # the calibration comes with the fir
 wait_for 30 fr_round || fail "the Flush+Reload attacker did not finish a round"
 cal=$(aux_i fr 3)
 hit=$((cal >> 32)); miss=$((cal & 0xffffffff))
-# Reported, not asserted: this host's two CPUs are hypervisor vCPUs, and
-# whether they share a cache level changes with the hypervisor's placement.
-# Measured with both vCPU threads >= 90 % on CPU: from 0.48 to 0.97 per try,
-# minutes apart. The guard-on half below (detection, then chance) is asserted.
+# Cross-core Flush+Reload works only while the two CPUs share a cache level,
+# and this host's CPUs are hypervisor vCPUs whose placement (on AMD: the
+# same L3 or not) changes by the minute. So each try also asks cache_probe
+# whether a native thread on CPU 1 can see CPU 0's reads right now. The
+# attack must succeed (>= 0.75) in some try; if it never does although the
+# probe saw a shared cache in most tries, the attack or fusion is broken.
+# Only when the host showed no shared cache is it reported, not failed.
 oncpu() { echo $(( $(cut -d' ' -f1 /proc/"$(vm_field "$1" '["pid"]')"/task/"$2"/schedstat) )); }
 tv=$(vcpu_tid victim) tf=$(vcpu_tid fr)
-best=0
-for try in 1 2 3; do
+best=0 shared=0 tries=0
+for try in 1 2 3 4 5 6 7 8; do
   s1=$(snap fr); c1v=$(oncpu victim "$tv"); c1f=$(oncpu fr "$tf"); t1=$(date +%s%N)
-  sleep 4
+  sleep 3
   s2=$(snap fr); c2v=$(oncpu victim "$tv"); c2f=$(oncpu fr "$tf"); t2=$(date +%s%N)
+  vis=$("$MV_BUILD/tests/integration/cache_probe" 0 1 300 | jget 'j["visible"]')
   a=$(acc "$s1" "$s2")
   n=$(( $(cut -d' ' -f2 <<<"$s2") - $(cut -d' ' -f2 <<<"$s1") ))
   sv=$(( (c2v - c1v) * 100 / (t2 - t1) )) sf=$(( (c2f - c1f) * 100 / (t2 - t1) ))
-  log "Flush+Reload accuracy, guard off, try $try: $a over $n guesses (victim/attacker on CPU $sv/$sf %; calibration: hit $hit, miss $miss cycles)"
+  log "Flush+Reload accuracy, guard off, try $try: $a over $n guesses (victim/attacker on CPU $sv/$sf %; calibration: hit $hit, miss $miss cycles; native cross-CPU visibility $vis)"
+  tries=$try
+  ge "$vis" 0.15 && shared=$((shared + 1))
   ge "$a" "$best" && best=$a
   ge "$best" 0.75 && break
 done
-log "Flush+Reload accuracy, guard off: best $best (reported, not asserted)"
+if ge "$best" 0.75; then
+  log "Flush+Reload accuracy, guard off: $best (the attack works)"
+elif [ $((shared * 4)) -ge $((tries * 3)) ]; then
+  fail "Flush+Reload accuracy, guard off, at most $best in $tries tries while CPUs 0 and 1 shared a cache in $shared of them"
+else
+  log "Flush+Reload, guard off: at most $best; CPUs 0 and 1 shared a cache in only $shared of $tries tries (hypervisor placement): not demonstrable on this host now"
+fi
 
 log "Flush+Reload, guard on: sampled accesses"
 mv guard policy set --detect on --action unfuse >/dev/null
