@@ -153,6 +153,7 @@ struct mv_guard_info {
 	uint32_t row_shift;           /* DRAM-row check: PFN >> row_shift, 0 = off */
 	uint32_t llc_colours;         /* what this host's LLC has */
 	uint64_t checks;              /* co-residency checks run */
+	uint64_t cpu_ns;              /* daemon CPU time spent on checks, sampling, responses */
 	uint64_t ranges;
 	uint64_t protected_pages;     /* resident pages in all ranges */
 	uint64_t events;              /* findings that newly appeared, in total */

@@ -20,6 +20,7 @@ void mv_log(enum mv_log_level lvl, const char *fmt, ...) __attribute__((format(p
 void mv_log_set_prog(const char *prog);
 
 uint64_t mv_now_ns(void);      /* CLOCK_MONOTONIC */
+uint64_t mv_thread_cpu_ns(void);   /* CPU time of the calling thread */
 uint64_t mv_wall_s(void);      /* CLOCK_REALTIME seconds */
 struct timespec;
 /* *ts = now on clk + ms: an absolute deadline for pthread_cond_timedwait. */

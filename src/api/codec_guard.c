@@ -84,9 +84,10 @@ char *mv_api_encode_guard(const struct mv_guard_info *g)
 	json_t *arr = api_json_list(g->findings, g->nfindings, sizeof(*g->findings), finding_json);
 	if (!arr)
 		return NULL;
-	return api_dump(json_pack("{s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o}", "colours",
+	return api_dump(json_pack("{s:I, s:I, s:I, s:o, s:f, s:o, s:o, s:o, s:o}", "colours",
 			      (json_int_t)g->colours, "row_shift", (json_int_t)g->row_shift,
 			      "llc_colours", (json_int_t)g->llc_colours, "checks", api_ju(g->checks),
+			      "cpu_s", (double)g->cpu_ns / 1e9,
 			      "ranges", api_ju(g->ranges), "protected_pages", api_ju(g->protected_pages),
 			      "events", api_ju(g->events), "findings", arr));
 }

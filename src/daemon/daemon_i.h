@@ -181,6 +181,9 @@ int guard_init(struct vmmgr *m, struct mv_error **err);
 void guard_fini(struct vmmgr *m);
 /* Lock held: re-locks and re-resolves every range, checks co-residency. */
 void guard_tick(struct vmmgr *m);
+/* Adds the calling thread's CPU time since t0 (mv_thread_cpu_ns) to the
+ * guard's account (under m->lock). */
+void guard_charge(struct vmmgr *m, uint64_t t0);
 /* Lock held: the key of another VM whose sensitive range holds a page fused
  * with gpa of VM key (0: none). */
 uint64_t guard_sensitive_sharer(struct vmmgr *m, uint64_t key, uint64_t gpa);

@@ -201,8 +201,10 @@ static void *sample_main(void *arg)
 		pthread_cond_timedwait(&m->quit_cv, &m->lock, &ts);
 		if (m->fusion_quit)
 			break;
+		uint64_t t0 = mv_thread_cpu_ns();
 		detect_sample_tick(m);
 		detect_respond(m);
+		guard_charge(m, t0);
 	}
 	pthread_mutex_unlock(&m->lock);
 	return NULL;

@@ -47,6 +47,7 @@ struct guard {
 	struct grange *r;
 	size_t n, cap;
 	uint64_t checks, events, ev_kind[MV_GUARD__KINDS];
+	uint64_t cpu_ns;                /* guard_charge */
 	struct mv_guard_finding *last;
 	size_t nlast;
 	struct mv_guard_page *others;   /* scratch of every VM's resident pages */
@@ -675,7 +676,9 @@ int guard_get(void *ctx, struct mv_guard_info *out, struct mv_error **err)
 	struct guard *gd = m->guard;
 	memset(out, 0, sizeof(*out));
 	pthread_mutex_lock(&m->lock);
+	uint64_t t0 = mv_thread_cpu_ns();
 	int r = gd->n ? check(m, err) : 0;
+	guard_charge(m, t0);
 	if (gd->n == 0) {
 		free(gd->last);
 		gd->last = NULL;
@@ -685,6 +688,7 @@ int guard_get(void *ctx, struct mv_guard_info *out, struct mv_error **err)
 	out->row_shift = gd->cfg.row_shift;
 	out->llc_colours = gd->llc;
 	out->checks = gd->checks;
+	out->cpu_ns = gd->cpu_ns;
 	out->ranges = gd->n;
 	for (size_t i = 0; i < gd->n; i++)
 		out->protected_pages += gd->r[i].resident;
@@ -712,6 +716,12 @@ int guard_get(void *ctx, struct mv_guard_info *out, struct mv_error **err)
 	return r;
 }
 
+void guard_charge(struct vmmgr *m, uint64_t t0)
+{
+	if (m->guard)
+		m->guard->cpu_ns += mv_thread_cpu_ns() - t0;
+}
+
 void guard_metrics(struct vmmgr *m, FILE *f)
 {
 	struct guard *gd = m->guard;
@@ -730,6 +740,10 @@ void guard_metrics(struct vmmgr *m, FILE *f)
 	fprintf(f, "# HELP memvisor_guard_checks_total Co-residency checks run.\n"
 		   "# TYPE memvisor_guard_checks_total counter\nmemvisor_guard_checks_total %llu\n",
 		(unsigned long long)gd->checks);
+	fprintf(f, "# HELP memvisor_guard_cpu_seconds_total Daemon CPU time spent on the guard "
+		   "(checks, sampled windows, responses).\n"
+		   "# TYPE memvisor_guard_cpu_seconds_total counter\n"
+		   "memvisor_guard_cpu_seconds_total %.6f\n", (double)gd->cpu_ns / 1e9);
 	fprintf(f, "# HELP memvisor_guard_findings Co-residency findings of the last check "
 		   "(range, other VM, kind).\n# TYPE memvisor_guard_findings gauge\n");
 	for (int k = 0; k < MV_GUARD__KINDS; k++)

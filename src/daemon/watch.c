@@ -88,8 +88,10 @@ static void *watch_main(void *arg)
 				watch_refresh(m, vm);
 		}
 		if (tick % STATS_EVERY == 0) {
+			uint64_t t0 = mv_thread_cpu_ns();
 			guard_tick(m);
 			detect_respond(m);
+			guard_charge(m, t0);
 		}
 		tick++;
 		struct timespec ts;

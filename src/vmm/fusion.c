@@ -623,6 +623,8 @@ int vmm_fusion_sample(struct vmm *v, const struct mv_ctl_sample *req, struct mv_
 		f->tquit = false;
 		r = -pthread_create(&f->tthread, NULL, trap_main, f);
 		f->trunning = r == 0;
+		if (r == 0)   /* the guard's cost on this VMM, by name in /proc */
+			(void)pthread_setname_np(f->tthread, "mv-guard-trap");
 	}
 	pthread_mutex_unlock(&f->tlock);
 	return r;

@@ -76,6 +76,11 @@ jget "all(f['other_vm']!='g1' for f in j['findings'])" <<<"$g" | grep -q True ||
 mv guard status | grep -q "g2 co-resident (fused)" || fail "guard status text"
 mv metrics | grep -q 'memvisor_guard_findings{kind="fused"} [1-9]' || fail "no guard metrics"
 mv metrics | grep -q 'memvisor_guard_events_total{kind="fused"} [1-9]' || fail "no guard events"
+# The guard accounts for its own CPU time (checks ran with a range set).
+cpu=$(mv metrics | awk '/^memvisor_guard_cpu_seconds_total / {print $2}')
+python3 -c "import sys; sys.exit(0 if 0 < float(sys.argv[1]) < 60 else 1)" "${cpu:-0}" ||
+  fail "memvisor_guard_cpu_seconds_total is '${cpu}'"
+[ "$(mv guard status --json | jget 'j["cpu_s"] > 0')" = True ] || fail "guard status without cpu_s"
 grep -q "guard: vm g2's data is co-resident (fused)" "$T/daemon.log" || fail "no guard event in the log"
 for vm in g1 g2 g3; do mv vm verify $vm >/dev/null || fail "verify $vm"; done
 
