@@ -381,6 +381,17 @@ static void gather_vm(struct guard *gd, struct dvm *vm)
 	}
 }
 
+/* Is a VM (fusion key) another tenant to some range? Only such VMs' pages are
+ * compared; reading a range owner's own pagemap every check was most of the
+ * guard's cost when one VM protects part of its own memory. */
+static bool other_to_some(const struct mv_guard_range *rs, size_t n, uint64_t key)
+{
+	for (size_t i = 0; i < n; i++)
+		if (rs[i].key != key)
+			return true;
+	return false;
+}
+
 static bool seen(const struct mv_guard_finding *v, size_t n, const struct mv_guard_finding *f)
 {
 	for (size_t i = 0; i < n; i++)
@@ -470,7 +481,7 @@ static int check(struct vmmgr *m, struct mv_error **err)
 	}
 	gd->nothers = 0;
 	for (size_t i = 0; gd->n && i < m->nvms; i++)
-		if (live(m->vms[i]))
+		if (live(m->vms[i]) && other_to_some(rs, gd->n, m->vms[i]->fkey))
 			gather_vm(gd, m->vms[i]);
 	watch_fused(m, rs, gd->n);
 	detect_deny_check(m, rs, gd->n);
