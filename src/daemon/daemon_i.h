@@ -257,6 +257,10 @@ void detect_watch_end(struct vmmgr *m);
 void detect_deny_check(struct vmmgr *m, const struct mv_guard_range *rs, size_t n);
 /* Lock held, every fusion tick: ends a trapped window, arms the next. */
 void detect_sample_tick(struct vmmgr *m);
+/* Does vm share pages with another tenant's sensitive range, with detection
+ * on and no write probe flagged yet? (Its breaks are then collected every
+ * sampling tick.) */
+bool detect_watched(struct vmmgr *m, const struct dvm *vm);
 /* Lock held: applies the queued responses. */
 void detect_respond(struct vmmgr *m);
 void detect_metrics(struct vmmgr *m, FILE *f);

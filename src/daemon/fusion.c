@@ -203,6 +203,12 @@ static void *sample_main(void *arg)
 			break;
 		uint64_t t0 = mv_thread_cpu_ns();
 		detect_sample_tick(m);
+		/* A sharer of sensitive pages gets its breaks collected here too:
+		 * a write probe then shows within a window, not a scan tick. */
+		for (size_t i = 0; m->fusion && i < m->nvms; i++)
+			if (detect_watched(m, m->vms[i]) &&
+			    mv_fusion_vm_attached(m->fusion, m->vms[i]->fkey))
+				collect_broken(m, m->vms[i]);
 		detect_respond(m);
 		guard_charge(m, t0);
 	}

@@ -266,6 +266,12 @@ static bool samplable(const struct dvm *vm)
 	       !vm->info.fusion_excluded;
 }
 
+bool detect_watched(struct vmmgr *m, const struct dvm *vm)
+{
+	return det(m)->pol.detect && samplable(vm) && vm->det.nwatch > 0 &&
+	       !vm->det.flagged[MV_SIG_WRITE_PROBE];
+}
+
 void detect_sample_tick(struct vmmgr *m)
 {
 	struct detect *d = det(m);
