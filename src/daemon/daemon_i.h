@@ -261,6 +261,17 @@ void detect_sample_tick(struct vmmgr *m);
  * on and no write probe flagged yet? (Its breaks are then collected every
  * sampling tick.) */
 bool detect_watched(struct vmmgr *m, const struct dvm *vm);
+/* After the VMs are loaded: the recorded events and suspects (guard_record.c). */
+void detect_restore(struct vmmgr *m);
+/* guard_record.c: SQLite record of detections; lock held. */
+int detect_record_init(struct vmmgr *m, struct mv_error **err);
+/* Writes e (new or updated) and drops events more than keep ids older. */
+void detect_record_event(struct vmmgr *m, const struct mv_guard_event_info *e, size_t keep);
+/* Writes vm's flagged signals and fusion exclusion. */
+void detect_record_suspect(struct vmmgr *m, const struct dvm *vm);
+void detect_record_forget(struct vmmgr *m, const char *vm_id);
+void detect_record_load(struct vmmgr *m, void (*add)(struct vmmgr *m,
+						     const struct mv_guard_event_info *e));
 /* Lock held: applies the queued responses. */
 void detect_respond(struct vmmgr *m);
 void detect_metrics(struct vmmgr *m, FILE *f);

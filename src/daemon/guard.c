@@ -568,6 +568,7 @@ static void range_drop(struct vmmgr *m, size_t i)
 void guard_vm_removed(struct vmmgr *m, const char *vm_id)
 {
 	guard_keep_vm_removed(m, vm_id);
+	detect_record_forget(m, vm_id);
 	for (size_t i = m->guard ? m->guard->n : 0; i-- > 0;)
 		if (!strcmp(m->guard->r[i].vm_id, vm_id))
 			range_drop(m, i);

@@ -99,6 +99,20 @@ static struct mv_guard_event_info *event_by_id(struct detect *d, uint64_t id)
 	return NULL;
 }
 
+static void event_restore(struct vmmgr *m, const struct mv_guard_event_info *in)
+{
+	struct detect *d = det(m);
+	struct mv_guard_event_info *e = event_new(d);
+	*e = *in;
+	if (in->id >= d->next_id)
+		d->next_id = in->id + 1;
+}
+
+void detect_restore(struct vmmgr *m)
+{
+	detect_record_load(m, event_restore);
+}
+
 /* Books a detection of suspect and queues the response. */
 static void detected(struct vmmgr *m, struct dvm *suspect, struct dvm *victim,
 		     enum mv_guard_signal sig, uint64_t evidence, uint64_t of, uint64_t gpa,
@@ -122,6 +136,8 @@ static void detected(struct vmmgr *m, struct dvm *suspect, struct dvm *victim,
 	       "after the first sign; action %s", e->signal, e->suspect, victim ? " against vm " : "",
 	       e->victim, (unsigned long long)evidence, (unsigned long long)of,
 	       (unsigned long long)gpa, latency_ms, e->action);
+	detect_record_event(m, e, EVENTS_MAX);
+	detect_record_suspect(m, suspect);
 	if (!suspect->det.pending) {
 		suspect->det.pending = (int)d->pol.action + 1;
 		suspect->det.pending_event = e->id;
@@ -472,8 +488,11 @@ void detect_respond(struct vmmgr *m)
 		vm->det.pending_victim = 0;
 		memset(vm->det.pending_more, 0, sizeof(vm->det.pending_more));
 		struct mv_guard_event_info *e = event_by_id(d, vm->det.pending_event);
-		if (e)
+		if (e) {
 			snprintf(e->outcome, sizeof(e->outcome), "%s", r < 0 ? mv_error_msg(err, r) : note);
+			detect_record_event(m, e, EVENTS_MAX);
+		}
+		detect_record_suspect(m, vm);   /* excluded from fusion now, perhaps */
 		mv_log(r < 0 ? MV_LOG_ERROR : MV_LOG_WARN, "guard: vm %s: %s: %s", vm->info.name,
 		       mv_guard_action_name(a), r < 0 ? mv_error_msg(err, r) : note);
 		mv_error_free(err);
@@ -524,7 +543,10 @@ int detect_policy_set(void *ctx, const struct mv_guard_policy *in, struct mv_err
 	for (size_t i = 0; i < m->nvms; i++) {
 		struct gdet *g = &m->vms[i]->det;
 		mv_guard_wprobe_reset(&g->wp);
+		bool was = memchr(g->flagged, true, sizeof(g->flagged)) != NULL;
 		memset(g->flagged, 0, sizeof(g->flagged));
+		if (was)
+			detect_record_suspect(m, m->vms[i]);
 		for (uint32_t j = 0; j < g->nwatch; j++)
 			g->watch[j].s = (struct mv_guard_sampled){0};
 	}

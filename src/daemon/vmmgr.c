@@ -560,7 +560,9 @@ int vmmgr_init(struct vmmgr *m, const struct daemon_cfg *cfg, struct mv_error **
 	if (r < 0)
 		return r;
 	detect_init(m);
-	r = guard_init(m, err);
+	r = detect_record_init(m, err);
+	if (r == 0)
+		r = guard_init(m, err);
 	if (r == 0)
 		r = guard_keep_init(m, err);
 	if (r < 0)
@@ -576,6 +578,7 @@ int vmmgr_init(struct vmmgr *m, const struct daemon_cfg *cfg, struct mv_error **
 			adopt(m, vm);
 	}
 	free(rows);
+	detect_restore(m);
 	return 0;
 }
 

@@ -155,7 +155,6 @@ wait_for 30 fb || fail "no fallback to unfuse: $(mv guard events)"
 mv guard events | grep lone
 [ "$(vm_field lone '["fusion"]["excluded"]')" = True ] || fail "lone not excluded from fusion"
 [ "$(fused lone)" -eq 0 ] || fail "lone still has fused pages"
-mv vm rm --force lone >/dev/null
 log "upgrade: a new VMM gets the marks from the daemon"
 cp "$MV_BUILD/src/vmm/memvisor-vmm" "$T/memvisor-vmm-v2"
 old=$(vm_field victim '["pid"]')
@@ -171,14 +170,19 @@ mv vm migrate victim --local >/dev/null || fail "migrate victim"
 wait_for 10 marked || fail "the migrated VMM was not sent the marks"
 never_fused "after the hot migration"
 
-log "daemon restart: the marks come back from SQLite"
-# Detections are not kept across a restart: att's zero pages would be
-# judged again (no victim left to move: unfused); only the marks are tested.
-mv guard policy set --action log >/dev/null
+log "daemon restart: the marks, the events and the suspects come back from SQLite"
+evs() { mv guard events --json | jget "sorted((e['id'], e['suspect'], e['signal'], e['outcome']) for e in j['events'])"; }
+before=$(evs)
 kill9_daemon
 start_daemon --fusion-rate 200000
 wait_for 10 marked 2 || fail "the re-adopted VMM was not sent the marks"
-never_fused "after the daemon restart"
+[ "$(evs)" = "$before" ] || fail "events after the restart: $(evs), before: $before"
+[ "$(vm_field lone '["fusion"]["excluded"]')" = True ] || fail "lone back in fusion after the restart"
+never_fused "after the daemon restart"   # two full scans: att and lone judged again if forgotten
+[ "$(fused lone)" -eq 0 ] || fail "lone fused again after the restart"
+[ "$(evs)" = "$before" ] || fail "detected again after the restart: $(evs), before: $before"
+log "events after the restart: $before"
+mv vm rm --force lone >/dev/null
 
 mv vm verify victim >/dev/null || fail "verify victim at the end"
 log "ok"
