@@ -95,6 +95,8 @@ struct vmmgr {
 
 /* state.c */
 int state_open(struct vmmgr *m, struct mv_error **err);
+/* Runs a module's CREATE TABLE statements; errors name what. */
+int state_schema(sqlite3 *db, const char *sql, const char *what, struct mv_error **err);
 void state_close(struct vmmgr *m);
 int state_insert(struct vmmgr *m, const struct mv_vm_info *vm, struct mv_error **err);
 int state_update(struct vmmgr *m, const struct mv_vm_info *vm);

@@ -111,12 +111,9 @@ int guard_init(struct vmmgr *m, struct mv_error **err)
 	int r = mv_guard_cfg_check(&gd->cfg, err);
 	if (r < 0)
 		return r;
-	char *msg = NULL;
-	if (sqlite3_exec(m->db, schema, NULL, NULL, &msg) != SQLITE_OK) {
-		r = mv_err(err, -EIO, "guard schema: %s", msg ? msg : "?");
-		sqlite3_free(msg);
+	r = state_schema(m->db, schema, "guard", err);
+	if (r < 0)
 		return r;
-	}
 	sqlite3_stmt *s = NULL;
 	if (sqlite3_prepare_v2(m->db, "SELECT id, vm_id, gpa, len, created_at FROM sensitive ORDER BY id",
 			       -1, &s, NULL) != SQLITE_OK)

@@ -47,12 +47,9 @@ int guard_keep_init(struct vmmgr *m, struct mv_error **err)
 	if (!gk)
 		abort();
 	m->keep = gk;
-	char *msg = NULL;
-	if (sqlite3_exec(m->db, schema, NULL, NULL, &msg) != SQLITE_OK) {
-		int r = mv_err(err, -EIO, "guard_kept schema: %s", msg ? msg : "?");
-		sqlite3_free(msg);
+	int r = state_schema(m->db, schema, "guard_kept", err);
+	if (r < 0)
 		return r;
-	}
 	sqlite3_stmt *s = NULL;
 	if (sqlite3_prepare_v2(m->db, "SELECT vm_id, gpa, len FROM guard_kept", -1, &s, NULL) !=
 	    SQLITE_OK)

@@ -19,12 +19,7 @@ static const char schema[] =
 
 int detect_record_init(struct vmmgr *m, struct mv_error **err)
 {
-	char *msg = NULL;
-	if (sqlite3_exec(m->db, schema, NULL, NULL, &msg) == SQLITE_OK)
-		return 0;
-	int r = mv_err(err, -EIO, "guard record schema: %s", msg ? msg : "?");
-	sqlite3_free(msg);
-	return r;
+	return state_schema(m->db, schema, "guard record", err);
 }
 
 static void step(struct vmmgr *m, sqlite3_stmt *s, const char *what)

@@ -26,6 +26,16 @@ static const char schema[] =
 static const char upgrade_v2[] =
 	"ALTER TABLE vms ADD COLUMN fusion INTEGER NOT NULL DEFAULT 0;";
 
+int state_schema(sqlite3 *db, const char *sql, const char *what, struct mv_error **err)
+{
+	char *msg = NULL;
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK)
+		return 0;
+	int r = mv_err(err, -EIO, "%s schema: %s", what, msg ? msg : "?");
+	sqlite3_free(msg);
+	return r;
+}
+
 int state_open(struct vmmgr *m, struct mv_error **err)
 {
 	char path[PATH_MAX];
@@ -38,10 +48,8 @@ int state_open(struct vmmgr *m, struct mv_error **err)
 		return r;
 	}
 	sqlite3_busy_timeout(m->db, 5000);
-	char *msg = NULL;
-	if (sqlite3_exec(m->db, schema, NULL, NULL, &msg) != SQLITE_OK) {
-		int r = mv_err(err, -EIO, "state schema in %s: %s", path, msg ? msg : "?");
-		sqlite3_free(msg);
+	int r = state_schema(m->db, schema, path, err);
+	if (r < 0) {
 		state_close(m);
 		return r;
 	}

@@ -25,6 +25,7 @@
 #include "vm_i.h"
 #if defined(__x86_64__)
 #include <x86intrin.h>
+#include "memvisor/cachetime.h"
 #endif
 
 #define FR_MAGIC 0x31444c5248535546ULL   /* "FUSHRLD1" */
@@ -44,37 +45,20 @@ struct fr_ctl {
 };
 
 #if defined(__x86_64__)
-static uint64_t reload(const volatile uint8_t *p)
-{
-	unsigned aux;
-	_mm_mfence();
-	uint64_t t0 = __rdtscp(&aux);
-	(void)*p;
-	uint64_t t1 = __rdtscp(&aux);
-	_mm_lfence();
-	return t1 - t0;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
 static void calibrate(struct mv_wl_state *st, struct fr_ctl *c, const volatile uint8_t *priv)
 {
 	static _Thread_local uint64_t hit[CALIB], miss[CALIB];
 	for (unsigned i = 0; i < CALIB; i++) {
 		(void)*priv;
-		hit[i] = reload(priv);
+		hit[i] = mv_reload_cycles(priv);
 	}
 	for (unsigned i = 0; i < CALIB; i++) {
 		_mm_clflush((const void *)priv);
 		_mm_mfence();
-		miss[i] = reload(priv);
+		miss[i] = mv_reload_cycles(priv);
 	}
-	qsort(hit, CALIB, sizeof(hit[0]), cmp_u64);
-	qsort(miss, CALIB, sizeof(miss[0]), cmp_u64);
+	qsort(hit, CALIB, sizeof(hit[0]), mv_cmp_u64);
+	qsort(miss, CALIB, sizeof(miss[0]), mv_cmp_u64);
 	uint64_t h = hit[CALIB / 2], m = miss[CALIB / 2];
 	c->thr = h < m ? (h + m) / 2 : 0;   /* 0: no usable gap, every reload a miss */
 	st->aux[3] = (h << 32) | (m & 0xffffffffu);
@@ -118,7 +102,7 @@ static void round_once(struct mv_wl_state *st, struct fr_ctl *c, const volatile 
 			;
 		for (unsigned k = 0; k < LINES; k++) {
 			unsigned l = order[k];
-			uint64_t t = reload(pub + l * LINE);
+			uint64_t t = mv_reload_cycles(pub + l * LINE);
 			c->hits[l] += t < c->thr;
 			c->cycles[l] += t < CAP ? t : CAP;
 		}

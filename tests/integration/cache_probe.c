@@ -17,6 +17,7 @@
 #include <time.h>
 #if defined(__x86_64__)
 #include <x86intrin.h>
+#include "memvisor/cachetime.h"
 
 #define LINES 8
 static volatile uint8_t *page;
@@ -41,23 +42,6 @@ static void *victim(void *arg)
 	return NULL;
 }
 
-static uint64_t reload(const volatile uint8_t *p)
-{
-	unsigned aux;
-	_mm_mfence();
-	uint64_t t0 = __rdtscp(&aux);
-	(void)*p;
-	uint64_t t1 = __rdtscp(&aux);
-	_mm_lfence();
-	return t1 - t0;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
 static uint64_t now_ms(void)
 {
 	struct timespec ts;
@@ -71,15 +55,15 @@ static uint64_t calibrate(const volatile uint8_t *p)
 	static uint64_t hit[1001], miss[1001];
 	for (int i = 0; i < 1001; i++) {
 		(void)*p;
-		hit[i] = reload(p);
+		hit[i] = mv_reload_cycles(p);
 	}
 	for (int i = 0; i < 1001; i++) {
 		_mm_clflush((const void *)p);
 		_mm_mfence();
-		miss[i] = reload(p);
+		miss[i] = mv_reload_cycles(p);
 	}
-	qsort(hit, 1001, sizeof(hit[0]), cmp_u64);
-	qsort(miss, 1001, sizeof(miss[0]), cmp_u64);
+	qsort(hit, 1001, sizeof(hit[0]), mv_cmp_u64);
+	qsort(miss, 1001, sizeof(miss[0]), mv_cmp_u64);
 	return (hit[500] + miss[500]) / 2;
 }
 
@@ -121,7 +105,7 @@ int main(int argc, char **argv)
 			for (volatile int s = 0; s < 300; s++)
 				;
 			for (unsigned k = 0; k < LINES; k++)
-				hits[order[k]] += reload(page + order[k] * 64) < thr;
+				hits[order[k]] += mv_reload_cycles(page + order[k] * 64) < thr;
 		}
 	}
 	stop = 1;
