@@ -122,6 +122,13 @@ struct mv_ctl_migrate_opts {
 	uint64_t max_bandwidth;
 };
 
+/* MIGRATE_OUT request: how to send, and what the destination must keep
+ * about the VM (CONFIG's tenant block). */
+struct mv_ctl_migrate_out {
+	struct mv_ctl_migrate_opts opts;
+	struct mv_migrate_tenant tenant;
+};
+
 /* MIGRATE_IN request: the VM as the stream's CONFIG described it. */
 struct mv_ctl_migrate_in {
 	struct mv_ctl_migrate_opts opts;

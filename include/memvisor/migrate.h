@@ -58,6 +58,27 @@ struct mv_migrate_region {
 	uint32_t pad;
 };
 
+#define MV_MIGRATE_MAX_SENSITIVE 64
+#define MV_MIGRATE_MAX_KEEP 256
+#define MV_MIGRATE_TENANT_FUSION 1u   /* the VM takes part in page fusion */
+
+struct mv_migrate_span {
+	uint64_t gpa;
+	uint64_t len;
+};
+
+/* What the source host's daemon keeps about the VM beyond RAM and vCPUs, so
+ * the destination's keeps protecting it: fusion opt-in, the guard's
+ * sensitive ranges and the pages it moved (never to be fused again). */
+struct mv_migrate_tenant {
+	uint32_t flags;        /* MV_MIGRATE_TENANT_* */
+	uint32_t nsensitive;
+	uint32_t nkeep;
+	uint32_t pad;
+	struct mv_migrate_span sensitive[MV_MIGRATE_MAX_SENSITIVE];
+	struct mv_migrate_span keep[MV_MIGRATE_MAX_KEEP];
+};
+
 /* The VM as the destination must rebuild it before pages arrive. Plain data. */
 struct mv_migrate_config {
 	char vm_name[64];      /* NUL-terminated, informative (may be "") */
@@ -65,6 +86,7 @@ struct mv_migrate_config {
 	uint32_t nvcpus;
 	struct mv_migrate_region regions[MV_MEM_MAX_REGIONS];
 	struct mv_wl_params wl;
+	struct mv_migrate_tenant tenant;   /* CONFIG's optional tenant block */
 };
 
 struct mv_migrate_opts {

@@ -91,7 +91,7 @@ static uint32_t expected_len(uint16_t type, bool reply)
 	case MV_CTL_VERIFY: return reply ? sizeof(struct mv_ctl_verify) : 0;
 	case MV_CTL_GET_MEM: return reply ? sizeof(struct mv_ctl_mem) : 0;
 	case MV_CTL_SAVE_STATE: return reply ? sizeof(struct mv_ctl_states) : 0;
-	case MV_CTL_MIGRATE_OUT: return reply ? 0 : sizeof(struct mv_ctl_migrate_opts);
+	case MV_CTL_MIGRATE_OUT: return reply ? 0 : sizeof(struct mv_ctl_migrate_out);
 	case MV_CTL_MIGRATE_IN: return reply ? 0 : sizeof(struct mv_ctl_migrate_in);
 	case MV_CTL_FUSE: return reply ? sizeof(struct mv_ctl_fuse_reply) : sizeof(struct mv_ctl_fuse);
 	case MV_CTL_UNFUSE: return reply ? sizeof(struct mv_ctl_unfuse) : 0;
@@ -119,6 +119,14 @@ static int check_states(const struct mv_wl_state *st, uint32_t n, struct mv_erro
 			return mv_err(err, -EPROTO, "control frame: vCPU %u state is malformed", i);
 	}
 	return 0;
+}
+
+/* Counts within bounds; the spans themselves are checked against guest RAM
+ * by the stream decoder (CONFIG) and the daemon that registers them. */
+static bool tenant_ok(const struct mv_migrate_tenant *t)
+{
+	return !(t->flags & ~MV_MIGRATE_TENANT_FUSION) && t->nsensitive <= MV_MIGRATE_MAX_SENSITIVE &&
+	       t->nkeep <= MV_MIGRATE_MAX_KEEP;
 }
 
 static int check_regions(const struct mv_ctl_region *r, uint32_t n, unsigned nfds,
@@ -190,9 +198,10 @@ int mv_ctl_validate_payload(const struct mv_ctl_msg *m, struct mv_error **err)
 		return 0;
 	}
 	case MV_CTL_MIGRATE_OUT: {
-		struct mv_ctl_migrate_opts o;
+		static _Thread_local struct mv_ctl_migrate_out o;
 		memcpy(&o, m->payload, sizeof(o));
-		if (m->nfds != 1 || o.features & ~MV_MIGRATE_F_ALL || !has_nul(o.vm_name, sizeof(o.vm_name)))
+		if (m->nfds != 1 || o.opts.features & ~MV_MIGRATE_F_ALL ||
+		    !has_nul(o.opts.vm_name, sizeof(o.opts.vm_name)) || !tenant_ok(&o.tenant))
 			return mv_err(err, -EPROTO, "control MIGRATE_OUT: bad field");
 		return 0;
 	}
@@ -200,7 +209,8 @@ int mv_ctl_validate_payload(const struct mv_ctl_msg *m, struct mv_error **err)
 		struct mv_ctl_migrate_in in;
 		memcpy(&in, m->payload, sizeof(in));
 		if (in.opts.features & ~MV_MIGRATE_F_ALL || in.cfg.nvcpus == 0 ||
-		    in.cfg.nvcpus > MV_MAX_VCPUS || in.cfg.nregions + 1 != m->nfds)
+		    in.cfg.nvcpus > MV_MAX_VCPUS || in.cfg.nregions + 1 != m->nfds ||
+		    !tenant_ok(&in.cfg.tenant))
 			return mv_err(err, -EPROTO, "control MIGRATE_IN: bad field");
 		struct mv_ctl_region r[MV_MEM_MAX_REGIONS];
 		for (uint32_t i = 0; i < in.cfg.nregions && i < MV_MEM_MAX_REGIONS; i++)

@@ -241,6 +241,12 @@ void guard_keep_attached(struct vmmgr *m, struct dvm *vm);
 /* Pages of vm_id kept out of fusion. */
 uint64_t guard_keep_pages(struct vmmgr *m, const char *vm_id);
 void guard_keep_vm_removed(struct vmmgr *m, const char *vm_id);
+/* A VM's sensitive ranges / kept spans, for a migration's tenant block;
+ * -E2BIG when more than cap. Lock held. */
+int guard_spans(struct vmmgr *m, const char *vm_id, struct mv_migrate_span *out, uint32_t cap,
+		uint32_t *n);
+int guard_keep_spans(struct vmmgr *m, const char *vm_id, struct mv_migrate_span *out,
+		     uint32_t cap, uint32_t *n);
 
 /* guard_detect.c: detection of attackers and the policy's responses. */
 void detect_init(struct vmmgr *m);

@@ -562,6 +562,21 @@ static void range_drop(struct vmmgr *m, size_t i)
 	gd->n--;
 }
 
+int guard_spans(struct vmmgr *m, const char *vm_id, struct mv_migrate_span *out, uint32_t cap,
+		uint32_t *n)
+{
+	*n = 0;
+	for (size_t i = 0; m->guard && i < m->guard->n; i++) {
+		const struct grange *g = &m->guard->r[i];
+		if (strcmp(g->vm_id, vm_id))
+			continue;
+		if (*n == cap)
+			return -E2BIG;
+		out[(*n)++] = (struct mv_migrate_span){.gpa = g->gpa, .len = g->len};
+	}
+	return 0;
+}
+
 void guard_vm_removed(struct vmmgr *m, const char *vm_id)
 {
 	guard_keep_vm_removed(m, vm_id);

@@ -136,6 +136,21 @@ void guard_keep_attached(struct vmmgr *m, struct dvm *vm)
 	}
 }
 
+int guard_keep_spans(struct vmmgr *m, const char *vm_id, struct mv_migrate_span *out,
+		     uint32_t cap, uint32_t *n)
+{
+	*n = 0;
+	for (size_t i = 0; m->keep && i < m->keep->n; i++) {
+		const struct kept *k = &m->keep->k[i];
+		if (strcmp(k->vm_id, vm_id))
+			continue;
+		if (*n == cap)
+			return -E2BIG;
+		out[(*n)++] = (struct mv_migrate_span){.gpa = k->gpa, .len = k->len};
+	}
+	return 0;
+}
+
 uint64_t guard_keep_pages(struct vmmgr *m, const char *vm_id)
 {
 	uint64_t n = 0;

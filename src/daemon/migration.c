@@ -87,19 +87,40 @@ static int tcp_connect(const char *hostport, struct mv_error **err)
 	return s;
 }
 
+/* What the destination's daemon must keep about the VM: its fusion opt-in,
+ * its sensitive ranges and the pages the guard moved. */
+static int tenant_fill(struct vmmgr *m, struct dvm *vm, struct mv_migrate_tenant *t,
+		       struct mv_error **err)
+{
+	memset(t, 0, sizeof(*t));
+	t->flags = vm->info.fusion ? MV_MIGRATE_TENANT_FUSION : 0;
+	if (guard_spans(m, vm->info.id, t->sensitive, MV_MIGRATE_MAX_SENSITIVE, &t->nsensitive) < 0)
+		return mv_err(err, -E2BIG, "vm %s has more than %u sensitive ranges, more than a "
+			      "migration carries", vm->info.name, MV_MIGRATE_MAX_SENSITIVE);
+	if (guard_keep_spans(m, vm->info.id, t->keep, MV_MIGRATE_MAX_KEEP, &t->nkeep) < 0)
+		return mv_err(err, -E2BIG, "vm %s has more than %u spans of moved pages, more than a "
+			      "migration carries", vm->info.name, MV_MIGRATE_MAX_KEEP);
+	return 0;
+}
+
 int migration_start(struct vmmgr *m, struct dvm *vm, const struct mv_migrate_req *req,
 		    struct mv_error **err)
 {
+	static struct mv_ctl_migrate_out o;   /* 5 KiB; the manager lock serializes us */
+	memset(&o, 0, sizeof(o));
+	int r = tenant_fill(m, vm, &o.tenant, err);
+	if (r < 0)
+		return r;
 	int s = tcp_connect(req->to, err);
 	if (s < 0)
 		return s;
-	struct mv_ctl_migrate_opts o = {
+	o.opts = (struct mv_ctl_migrate_opts){
 		.features = (req->compress ? MV_MIGRATE_F_ZSTD : 0) |
 			    (req->postcopy ? MV_MIGRATE_F_POSTCOPY : 0),
 		.downtime_ms = req->downtime_ms, .max_bandwidth = req->max_bandwidth};
-	snprintf(o.vm_name, sizeof(o.vm_name), "%s", vm->info.name);
+	snprintf(o.opts.vm_name, sizeof(o.opts.vm_name), "%s", vm->info.name);
 	struct mv_ctl_msg reply;
-	int r = vmm_call(vm, MV_CTL_MIGRATE_OUT, &o, sizeof(o), &s, 1, &reply, 10000, err);
+	r = vmm_call(vm, MV_CTL_MIGRATE_OUT, &o, sizeof(o), &s, 1, &reply, 10000, err);
 	close(s);   /* the VMM has its own copy now */
 	if (r < 0)
 		return r;
@@ -180,6 +201,7 @@ static struct dvm *admit(struct vmmgr *m, const struct mv_migrate_config *cfg, c
 				  .backing = (cfg->regions[0].flags & MV_MEM_HUGETLB)
 						     ? MV_MEM_BACKING_HUGETLB : MV_MEM_BACKING_4K};
 	snprintf(info.name, sizeof(info.name), "%s", cfg->vm_name);
+	info.fusion = (cfg->tenant.flags & MV_MIGRATE_TENANT_FUSION) != 0;
 	info.migration.active = true;
 	snprintf(info.migration.from, sizeof(info.migration.from), "%s", peer);
 	snprintf(info.migration.phase, sizeof(info.migration.phase), "incoming");
@@ -201,7 +223,12 @@ static struct dvm *admit(struct vmmgr *m, const struct mv_migrate_config *cfg, c
 			r = mv_err(err, -EINVAL, "this host lays out %s of RAM differently", label);
 	if (r == 0)
 		r = state_insert(m, &vm->info, err);
+	/* Moved pages stay out of fusion from the first scan that sees the VM. */
+	for (uint32_t i = 0; r == 0 && i < cfg->tenant.nkeep; i++)
+		r = guard_keep_add(m, vm, cfg->tenant.keep[i].gpa, cfg->tenant.keep[i].len, err);
 	if (r < 0) {
+		guard_keep_vm_removed(m, vm->info.id);
+		state_delete(m, vm->info.id);
 		vm_dir_clean(vm->dir);
 		vmmgr_vm_free(m, vm);
 		return NULL;
@@ -209,9 +236,27 @@ static struct dvm *admit(struct vmmgr *m, const struct mv_migrate_config *cfg, c
 	return vm;
 }
 
+/* The arrived VM's sensitive ranges, registered (locked, frames read) as on
+ * the source; one that fails is logged, the VM runs on. Takes the lock. */
+static void protect(struct vmmgr *m, const char *vm_id, const struct mv_migrate_tenant *t)
+{
+	for (uint32_t i = 0; i < t->nsensitive; i++) {
+		struct mv_sensitive_range out;
+		struct mv_error *err = NULL;
+		int r = guard_sensitive_add(m, vm_id, t->sensitive[i].gpa, t->sensitive[i].len, &out,
+					    &err);
+		if (r < 0)
+			mv_log(MV_LOG_ERROR, "vm %s: sensitive range 0x%llx+0x%llx from the source not "
+			       "registered here: %s", vm_id, (unsigned long long)t->sensitive[i].gpa,
+			       (unsigned long long)t->sensitive[i].len, mv_error_msg(err, r));
+		mv_error_free(err);
+	}
+}
+
 static void incoming(struct vmmgr *m, int sock, const char *peer)
 {
-	struct mv_migrate_config cfg;
+	static _Thread_local struct mv_migrate_config cfg;   /* 5 KiB */
+	char arrived[MV_ID_LEN + 1] = "";
 	struct mv_migrate_opts opts;
 	struct mv_error *err = NULL;
 	int r = mv_migrate_recv_config(sock, &cfg, &opts, CONFIG_MS, &err);
@@ -261,6 +306,7 @@ static void incoming(struct vmmgr *m, int sock, const char *peer)
 		state_update(m, &vm->info);
 		mv_log(MV_LOG_INFO, "vm %s (%s): arrived from %s, VMM pid %d", vm->info.name,
 		       vm->info.id, peer, hello.pid);
+		snprintf(arrived, sizeof(arrived), "%s", vm->info.id);
 	} else {
 		mv_log(MV_LOG_WARN, "incoming migration of '%s' from %s failed: %s", cfg.vm_name, peer,
 		       mv_error_msg(err, r));
@@ -268,12 +314,15 @@ static void incoming(struct vmmgr *m, int sock, const char *peer)
 			vmm_kill_group(pgid);
 			if (ctl >= 0)
 				close(ctl);
+			guard_keep_vm_removed(m, vm->info.id);
 			state_delete(m, vm->info.id);
 			vm_dir_clean(vm->dir);
 			vmmgr_vm_free(m, vm);
 		}
 	}
 	pthread_mutex_unlock(&m->lock);
+	if (arrived[0])
+		protect(m, arrived, &cfg.tenant);
 	mv_error_free(err);
 }
 

@@ -289,7 +289,7 @@ int mv_migrate_recv(int sock, struct mv_guest_mem *mem, const struct mv_migrate_
 	d->order.stage = MIG_ST_RAM;
 	d->order.features = d->o.features;
 	d->order.seen.frames = 2;
-	d->order.seen.bytes = 2 * MV_MIGRATE_HDR_SIZE + MIG_HEADER_LEN + MIG_CONFIG_LEN;
+	d->order.seen.bytes = 2 * MV_MIGRATE_HDR_SIZE + MIG_HEADER_LEN + mig_config_len(d->cfg);
 	d->scratch = malloc((size_t)MV_MIGRATE_MAX_BATCH * MV_MIGRATE_PAGE_SIZE);
 	d->zd = ZSTD_createDCtx();
 	if (!d->scratch || !d->zd)

@@ -431,7 +431,7 @@ static int setup(struct src *s)
 {
 	struct mig_header h = {.page_size = MV_MIGRATE_PAGE_SIZE, .features = s->o.features,
 			       .downtime_ms = s->o.downtime_ms, .postcopy_after = s->o.postcopy_after};
-	uint8_t buf[MIG_CONFIG_LEN];
+	uint8_t buf[MIG_CONFIG_MAX];
 	int r = mv_migrate_config_match(s->cfg, s->mem, s->err);
 	if (r < 0)
 		return r;

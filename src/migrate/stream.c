@@ -129,6 +129,18 @@ int mig_header_get(const uint8_t *p, size_t len, struct mig_header *h, struct mv
 	return 0;
 }
 
+static bool tenant_empty(const struct mv_migrate_tenant *t)
+{
+	return !t->flags && !t->nsensitive && !t->nkeep;
+}
+
+size_t mig_config_len(const struct mv_migrate_config *cfg)
+{
+	const struct mv_migrate_tenant *t = &cfg->tenant;
+	return tenant_empty(t) ? MIG_CONFIG_LEN
+			       : MIG_CONFIG_LEN + MIG_TENANT_HDR + (size_t)(t->nsensitive + t->nkeep) * 16;
+}
+
 size_t mig_config_put(uint8_t *o, const struct mv_migrate_config *cfg)
 {
 	memset(o, 0, MIG_CONFIG_LEN);
@@ -150,11 +162,31 @@ size_t mig_config_put(uint8_t *o, const struct mv_migrate_config *cfg)
 	mig_put64(w + 24, cfg->wl.rate);
 	mig_put32(w + 32, cfg->wl.put_pct);
 	mig_put32(w + 36, cfg->wl.hot_pct);
-	return MIG_CONFIG_LEN;
+	/* The tenant block; counts are within bounds (mig_config_validate). */
+	const struct mv_migrate_tenant *t = &cfg->tenant;
+	if (tenant_empty(t))
+		return MIG_CONFIG_LEN;
+	uint8_t *b = o + MIG_CONFIG_LEN;
+	mig_put32(b, t->flags);
+	mig_put32(b + 4, t->nsensitive);
+	mig_put32(b + 8, t->nkeep);
+	mig_put32(b + 12, 0);
+	b += MIG_TENANT_HDR;
+	for (uint32_t i = 0; i < t->nsensitive + t->nkeep; i++, b += 16) {
+		const struct mv_migrate_span *sp =
+			i < t->nsensitive ? &t->sensitive[i] : &t->keep[i - t->nsensitive];
+		mig_put64(b, sp->gpa);
+		mig_put64(b + 8, sp->len);
+	}
+	return (size_t)(b - o);
 }
 
 int mig_config_validate(const struct mv_migrate_config *cfg, struct mv_error **err)
 {
+	if (cfg->tenant.nsensitive > MV_MIGRATE_MAX_SENSITIVE || cfg->tenant.nkeep > MV_MIGRATE_MAX_KEEP)
+		return mv_err_field(err, -E2BIG, "tenant", "%u sensitive ranges, %u kept spans "
+				    "(at most %u, %u travel)", cfg->tenant.nsensitive, cfg->tenant.nkeep,
+				    MV_MIGRATE_MAX_SENSITIVE, MV_MIGRATE_MAX_KEEP);
 	if (cfg->nregions == 0 || cfg->nregions > MV_MEM_MAX_REGIONS)
 		return mv_err_field(err, -EPROTO, "regions", "%u RAM regions (1..%u)",
 				    cfg->nregions, MV_MEM_MAX_REGIONS);
@@ -183,12 +215,67 @@ int mig_config_validate(const struct mv_migrate_config *cfg, struct mv_error **e
 	return 0;
 }
 
+static int region_of(const struct mv_migrate_config *cfg, uint64_t gpa, uint64_t len);
+
+/* A span of the tenant block: page aligned, non-empty, inside one region. */
+static int span_get(const uint8_t *b, const struct mv_migrate_config *cfg, const char *field,
+		    uint32_t i, struct mv_migrate_span *out, struct mv_error **err)
+{
+	out->gpa = mig_get64(b);
+	out->len = mig_get64(b + 8);
+	if (!out->len || !MV_IS_ALIGNED(out->gpa, MV_MIGRATE_PAGE_SIZE) ||
+	    !MV_IS_ALIGNED(out->len, MV_MIGRATE_PAGE_SIZE) || region_of(cfg, out->gpa, out->len) < 0)
+		return mv_err_field(err, -EPROTO, field, "%s %u: 0x%llx+0x%llx is not a page-aligned "
+				    "span inside one RAM region", field, i, (unsigned long long)out->gpa,
+				    (unsigned long long)out->len);
+	return 0;
+}
+
+/* CONFIG's tenant block: flags u32, nsensitive u32, nkeep u32, pad u32, then
+ * that many spans (gpa u64, len u64), sensitive ones first. */
+static int tenant_get(const uint8_t *b, size_t len, struct mv_migrate_config *cfg,
+		      struct mv_error **err)
+{
+	struct mv_migrate_tenant *t = &cfg->tenant;
+	t->flags = mig_get32(b);
+	t->nsensitive = mig_get32(b + 4);
+	t->nkeep = mig_get32(b + 8);
+	if (t->flags & ~MV_MIGRATE_TENANT_FUSION)
+		return mv_err_field(err, -EPROTO, "tenant.flags", "unknown tenant flags 0x%x", t->flags);
+	if (mig_get32(b + 12))
+		return mv_err_field(err, -EPROTO, "tenant.pad", "tenant block padding not zero");
+	if (t->nsensitive > MV_MIGRATE_MAX_SENSITIVE || t->nkeep > MV_MIGRATE_MAX_KEEP)
+		return mv_err_field(err, -EPROTO, "tenant", "%u sensitive ranges, %u kept spans "
+				    "(at most %u, %u)", t->nsensitive, t->nkeep,
+				    MV_MIGRATE_MAX_SENSITIVE, MV_MIGRATE_MAX_KEEP);
+	if (len != MIG_TENANT_HDR + (size_t)(t->nsensitive + t->nkeep) * 16)
+		return mv_err_field(err, -EPROTO, "tenant", "tenant block of %zu bytes for %u + %u spans",
+				    len, t->nsensitive, t->nkeep);
+	b += MIG_TENANT_HDR;
+	for (uint32_t i = 0; i < t->nsensitive; i++, b += 16) {
+		int r = span_get(b, cfg, "tenant.sensitive", i, &t->sensitive[i], err);
+		for (uint32_t j = 0; r == 0 && j < i; j++)
+			if (t->sensitive[i].gpa < t->sensitive[j].gpa + t->sensitive[j].len &&
+			    t->sensitive[j].gpa < t->sensitive[i].gpa + t->sensitive[i].len)
+				r = mv_err_field(err, -EPROTO, "tenant.sensitive",
+						 "sensitive ranges %u and %u overlap", j, i);
+		if (r < 0)
+			return r;
+	}
+	for (uint32_t i = 0; i < t->nkeep; i++, b += 16) {
+		int r = span_get(b, cfg, "tenant.keep", i, &t->keep[i], err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 int mig_config_get(const uint8_t *p, size_t len, struct mv_migrate_config *cfg,
 		   struct mv_error **err)
 {
-	int r = want_len("CONFIG", len, MIG_CONFIG_LEN, err);
-	if (r < 0)
-		return r;
+	if (len != MIG_CONFIG_LEN && len < MIG_CONFIG_LEN + MIG_TENANT_HDR)
+		return mv_err(err, -EPROTO, "CONFIG payload of %zu bytes (want %u, or more with a "
+			      "tenant block)", len, MIG_CONFIG_LEN);
 	memset(cfg, 0, sizeof(*cfg));
 	size_t nl = strnlen((const char *)p, 64);
 	if (nl == 64 || !all_zero(p + nl, 64 - nl))
@@ -215,7 +302,7 @@ int mig_config_get(const uint8_t *p, size_t len, struct mv_migrate_config *cfg,
 		if (mig_get32(rp + 20) != 0)
 			return mv_err_field(err, -EPROTO, "regions", "region %u padding not zero", i);
 	}
-	r = mig_config_validate(cfg, err);
+	int r = mig_config_validate(cfg, err);
 	if (r < 0)
 		return r;
 	const uint8_t *w = p + 72 + MV_MEM_MAX_REGIONS * 24;
@@ -229,7 +316,7 @@ int mig_config_get(const uint8_t *p, size_t len, struct mv_migrate_config *cfg,
 	r = mv_wl_params_validate(&cfg->wl, mv_migrate_config_ram_size(cfg), cfg->nvcpus, err);
 	if (r < 0)
 		return r == -EINVAL ? -EPROTO : r;
-	return 0;
+	return len == MIG_CONFIG_LEN ? 0 : tenant_get(p + MIG_CONFIG_LEN, len - MIG_CONFIG_LEN, cfg, err);
 }
 
 /* Region of cfg holding [gpa, gpa+len), or -1. */

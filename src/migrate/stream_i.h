@@ -34,7 +34,10 @@ enum mig_type {
 enum mig_enc { MIG_ENC_ZERO = 0, MIG_ENC_RAW = 1, MIG_ENC_ZSTD = 2, MIG_ENC__COUNT };
 
 #define MIG_HEADER_LEN 16u
-#define MIG_CONFIG_LEN (64u + 8u + MV_MEM_MAX_REGIONS * 24u + 40u)
+#define MIG_CONFIG_LEN (64u + 8u + MV_MEM_MAX_REGIONS * 24u + 40u)   /* without a tenant block */
+#define MIG_TENANT_HDR 16u
+#define MIG_CONFIG_MAX (MIG_CONFIG_LEN + MIG_TENANT_HDR + \
+			(MV_MIGRATE_MAX_SENSITIVE + MV_MIGRATE_MAX_KEEP) * 16u)
 #define MIG_WL_STATE_LEN 112u
 #define MIG_PAGE_ENTRY_LEN 16u
 #define MIG_COMPLETE_LEN 24u
@@ -117,8 +120,11 @@ int mig_payload_check(const struct mig_hdr *h, const uint8_t *payload,
 size_t mig_header_put(uint8_t *out, const struct mig_header *h);
 int mig_header_get(const uint8_t *p, size_t len, struct mig_header *h,
 		   struct mv_error **err) MV_MUST_CHECK;
+/* Encodes CONFIG into out (MIG_CONFIG_MAX bytes); returns its length: the
+ * tenant block only when the tenant has anything to say. */
 size_t mig_config_put(uint8_t *out, const struct mv_migrate_config *cfg);
-/* Decodes and validates a CONFIG (regions, vCPUs, workload). */
+size_t mig_config_len(const struct mv_migrate_config *cfg);
+/* Decodes and validates a CONFIG (regions, vCPUs, workload, tenant block). */
 int mig_config_get(const uint8_t *p, size_t len, struct mv_migrate_config *cfg,
 		   struct mv_error **err) MV_MUST_CHECK;
 /* Region layout check shared by the decoder and mv_migrate_config_match. */

@@ -62,7 +62,7 @@ static int handle(struct vmm *v, int c, struct mv_ctl_msg *req)
 		return 0;
 	}
 	case MV_CTL_MIGRATE_OUT: {
-		struct mv_ctl_migrate_opts o;
+		static struct mv_ctl_migrate_out o;   /* 5 KiB: off the stack */
 		memcpy(&o, req->payload, sizeof(o));
 		r = vmm_migrate_out(v, &o, req->fds[0], &err);
 		if (r < 0) {

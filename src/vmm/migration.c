@@ -25,6 +25,7 @@ static void *send_main(void *arg)
 	struct mv_migrate_config cfg;
 	struct mv_error *err = NULL;
 	mv_migrate_config_init(&cfg, v->mem, v->nvcpus, &v->wl, v->mig_name);
+	cfg.tenant = v->mig_tenant;
 	int r = mv_migrate_send(v->mig_sock, v->mem, v->dirty, v->vcpus, &cfg, &v->mig_opts,
 				progress, v, &err);
 	close(v->mig_sock);
@@ -51,7 +52,7 @@ static void *send_main(void *arg)
 	return NULL;
 }
 
-int vmm_migrate_out(struct vmm *v, const struct mv_ctl_migrate_opts *o, int sock,
+int vmm_migrate_out(struct vmm *v, const struct mv_ctl_migrate_out *out, int sock,
 		    struct mv_error **err)
 {
 	if (!v->ready)
@@ -64,6 +65,8 @@ int vmm_migrate_out(struct vmm *v, const struct mv_ctl_migrate_opts *o, int sock
 	if (vmm_fusion_unfuse_all(v, &u) < 0)
 		return mv_err(err, -EIO, "cannot copy fused pages back before migrating");
 	vmm_dirty_claim(v);
+	const struct mv_ctl_migrate_opts *o = &out->opts;
+	v->mig_tenant = out->tenant;
 	v->mig_opts = (struct mv_migrate_opts){
 		.features = o->features, .downtime_ms = o->downtime_ms, .max_passes = o->max_passes,
 		.postcopy_after = o->postcopy_after, .zstd_level = o->zstd_level,

@@ -39,6 +39,7 @@ struct vmm {
 	int mig_sock;
 	struct mv_migrate_opts mig_opts;
 	char mig_name[64];
+	struct mv_migrate_tenant mig_tenant;   /* goes out in CONFIG */
 	struct mv_migrate_progress mig;
 	uint32_t mig_result;             /* 0 running, 1 done, 2 failed (as in STATUS) */
 	char mig_error[256];
@@ -63,7 +64,7 @@ void vmm_start_sampler(struct vmm *v);
 void vmm_dirty_claim(struct vmm *v);
 
 /* migration.c */
-int vmm_migrate_out(struct vmm *v, const struct mv_ctl_migrate_opts *o, int sock,
+int vmm_migrate_out(struct vmm *v, const struct mv_ctl_migrate_out *o, int sock,
 		    struct mv_error **err);
 int vmm_migrate_in(struct vmm *v, const struct mv_ctl_migrate_in *in, const int *fds,
 		   unsigned nfds, struct mv_error **err);

@@ -184,5 +184,20 @@ never_fused "after the daemon restart"   # two full scans: att and lone judged a
 log "events after the restart: $before"
 mv vm rm --force lone >/dev/null
 
-mv vm verify victim >/dev/null || fail "verify victim at the end"
+log "migration to another host: the marks and the sensitive range go along"
+PORT=$(free_port)
+start_daemon_b "$PORT" --fusion-rate 200000
+mv vm migrate victim --to "127.0.0.1:$PORT" >/dev/null || fail "migrate victim to b"
+mvb vm verify victim >/dev/null || fail "verify victim at b"
+kept_b() { python3 - "$B_STATE/memvisor.db" <<'PY'
+import sqlite3, sys
+print(sorted(r for r in sqlite3.connect(sys.argv[1]).execute("SELECT gpa, len FROM guard_kept")))
+PY
+}
+[ "$(kept_b)" = "[(0, $RANGE)]" ] || fail "marks at b: $(kept_b)"
+marked_b() { grep -q "vm victim: guard: $((RANGE / 4096)) moved page(s) at gpa 0x0 kept out of fusion" "$T/b.log"; }
+wait_for 10 marked_b || fail "b did not send the victim's VMM its marks"
+[ "$(mvb vm sensitive ls victim --json | jget "[(r['gpa'], r['len'], r['locked']) for r in j['ranges']]")" = "[(0, $RANGE, True)]" ] ||
+  fail "the victim's sensitive range at b: $(mvb vm sensitive ls victim)"
+mv vm rm victim >/dev/null
 log "ok"

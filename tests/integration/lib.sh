@@ -77,6 +77,22 @@ wait_for() {
   return 1
 }
 
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_daemon_b PORT [flags]: a second daemon ("another host") listening for
+# migrations on 127.0.0.1:PORT; mvb is the CLI bound to it. Killed at exit.
+B_SOCK=$T/b.sock
+B_STATE=$T/b-state
+start_daemon_b() {
+  local port=$1; shift
+  "$MVD" --socket "$B_SOCK" --state-dir "$B_STATE" --migrate-listen "127.0.0.1:$port" "$@" \
+    >>"$T/b.log" 2>&1 &
+  B_PID=$!
+  EXTRA_CLEANUP='{ kill -9 $B_PID; wait $B_PID; } 2>/dev/null; pkill -9 -f -- "--ctl $B_STATE/" 2>/dev/null'
+  wait_for 10 test -S "$B_SOCK" || fail "second daemon did not start"
+}
+mvb() { MEMVISOR_SOCKET=$B_SOCK "$MVCLI" "$@"; }
+
 # hugetlb_pool PAGES: sets the host's 2 MiB hugetlb pool. Pages still
 # reserved when it last shrank stay behind as free "surplus" pages until the
 # count moves again, so it moves up by that many and back.

@@ -38,6 +38,14 @@ static void cfg_default(struct mv_migrate_config *cfg)
 	cfg->regions[0].size = 16 << 20;
 	cfg->nvcpus = 2;
 	cfg->wl = (struct mv_wl_params){.kind = MV_WL_MEMTOUCH, .seed = 1, .wss_bytes = 1 << 20};
+	/* CONFIG's tenant block at 304: flags, counts, pad, then spans from 320:
+	 * sensitive 320 and 336, keep 352. */
+	cfg->tenant.flags = MV_MIGRATE_TENANT_FUSION;
+	cfg->tenant.nsensitive = 2;
+	cfg->tenant.sensitive[0] = (struct mv_migrate_span){0x100000, 0x40000};
+	cfg->tenant.sensitive[1] = (struct mv_migrate_span){0x800000, 0x10000};
+	cfg->tenant.nkeep = 1;
+	cfg->tenant.keep[0] = (struct mv_migrate_span){0x200000, 0x200000};
 }
 
 /* HEADER CONFIG RAM(zero, raw, zstd) VCPU DEVICE COMPLETE. */
@@ -111,6 +119,13 @@ static void test_valid(void **state)
 	build(s);
 	serialize(s, false);
 	assert_int_equal(check(s, "valid"), 0);
+	/* MV_WRITE_SEED=PATH: this stream as a fuzz seed (tests/fuzz/corpus/migrate_stream/tenant). */
+	const char *seed = getenv("MV_WRITE_SEED");
+	FILE *f = seed ? fopen(seed, "wb") : NULL;
+	if (f) {
+		assert_int_equal(fwrite(s->out, 1, s->out_len, f), s->out_len);
+		fclose(f);
+	}
 	free(s);
 }
 
@@ -142,6 +157,16 @@ static const struct pmut pmuts[] = {
 	{"config 65 vcpus", 1, 68, 4, 65},
 	{"config wl kind", 1, 72 + 192, 4, 9},
 	{"config wl wss > ram", 1, 72 + 192 + 16, 8, 1ULL << 40},
+	{"config tenant flags", 1, 304, 4, 2},
+	{"config tenant pad", 1, 316, 4, 1},
+	{"config tenant 65 ranges", 1, 308, 4, 65},
+	{"config tenant count vs length", 1, 308, 4, 1},
+	{"config sensitive outside", 1, 320, 8, 16 << 20},
+	{"config sensitive unaligned", 1, 328, 8, 100},
+	{"config sensitive overlap", 1, 336, 8, 0x110000},
+	{"config keep empty", 1, 360, 8, 0},
+	{"config tenant truncated", 1, 330, 0, 0},
+	{"config short", 1, 310, 0, 0},
 	{"ram count 0", 2, 0, 4, 0},
 	{"ram count > batch", 2, 0, 4, 257},
 	{"ram count > entries", 2, 0, 4, 4},
