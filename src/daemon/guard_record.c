@@ -32,8 +32,9 @@ static void step(struct vmmgr *m, sqlite3_stmt *s, const char *what)
 void detect_record_event(struct vmmgr *m, const struct mv_guard_event_info *e, size_t keep)
 {
 	sqlite3_stmt *s = NULL;
-	sqlite3_prepare_v2(m->db, "INSERT OR REPLACE INTO guard_events VALUES"
-			   "(?,?,?,?,?,?,?,?,?,?,?,?)", -1, &s, NULL);
+	sqlite3_prepare_v2(m->db, "INSERT OR REPLACE INTO guard_events(id, time_ms, suspect, victim, "
+			   "signal, action, outcome, rule, evidence, evidence_of, gpa, latency_ms) "
+			   "VALUES(?,?,?,?,?,?,?,?,?,?,?,?)", -1, &s, NULL);
 	if (s) {
 		const char *txt[] = {e->suspect, e->victim, e->signal, e->action, e->outcome, e->rule};
 		sqlite3_bind_int64(s, 1, (sqlite3_int64)e->id);
@@ -93,7 +94,8 @@ void detect_record_load(struct vmmgr *m, void (*add)(struct vmmgr *m,
 						     const struct mv_guard_event_info *e))
 {
 	sqlite3_stmt *s = NULL;
-	if (sqlite3_prepare_v2(m->db, "SELECT * FROM guard_events ORDER BY id", -1, &s, NULL) ==
+	if (sqlite3_prepare_v2(m->db, "SELECT id, time_ms, suspect, victim, signal, action, outcome, rule, evidence, "
+			       "evidence_of, gpa, latency_ms FROM guard_events ORDER BY id", -1, &s, NULL) ==
 	    SQLITE_OK) {
 		while (sqlite3_step(s) == SQLITE_ROW) {
 			struct mv_guard_event_info e = {0};

@@ -90,8 +90,11 @@ const char *mv_fmt_size(uint64_t b, char *buf, size_t len)
 
 int mv_write_file_atomic(const char *path, const void *data, size_t len)
 {
+	/* Unique per call, not just per process: two threads writing the same
+	 * path (two pulls of one image) must not rename each other's file. */
+	static _Atomic unsigned long seq;
 	char tmp[4096];
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp))
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d.%lu", path, (int)getpid(), ++seq) >= (int)sizeof(tmp))
 		return -ENAMETOOLONG;
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
