@@ -476,8 +476,12 @@ static int check(struct vmmgr *m, struct mv_error **err)
 		rs[i] = (struct mv_guard_range){.id = g->id, .key = vm ? vm->fkey : 0,
 						.pages = g->pages, .n = g->len / MV_PAGE_SIZE};
 	}
+	/* Other tenants' frames matter only for the neighbourhood kinds: two
+	 * VMs' memfds never share a frame except through fusion, and fused
+	 * pages (memfd holes) are found through the fusion library. */
 	gd->nothers = 0;
-	for (size_t i = 0; gd->n && i < m->nvms; i++)
+	bool neighbours = gd->cfg.colours || gd->cfg.row_shift;
+	for (size_t i = 0; neighbours && gd->n && i < m->nvms; i++)
 		if (live(m->vms[i]) && other_to_some(rs, gd->n, m->vms[i]->fkey))
 			gather_vm(gd, m->vms[i]);
 	watch_fused(m, rs, gd->n);

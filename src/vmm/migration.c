@@ -139,6 +139,8 @@ int vmm_migrate_in(struct vmm *v, const struct mv_ctl_migrate_in *in, const int 
 		r = mv_wl_params_validate(&cfg->wl, mv_mem_layout_ram_size(&l), cfg->nvcpus, err);
 	if (r == 0)
 		r = mv_guest_mem_map(&l, &v->mem, err);
+	if (r == 0 && (cfg->tenant.flags & MV_MIGRATE_TENANT_FUSION))
+		mv_guest_mem_no_thp(v->mem);   /* as SETUP does: fusion merges 4 KiB pages */
 	if (r < 0) {
 		if (mv_migrate_send_nack(sock, r, err && *err ? (*err)->msg : "refused") < 0)
 			mv_log(MV_LOG_WARN, "vm %s: NACK not sent", v->id);
