@@ -20,7 +20,9 @@ then guests (4 KiB RAM) dirtying memory at 1/8, 1/4 and 1/2 of the link rate, th
 saw it: after any auto-converge throttling, which ends with the migration).
 The JSON names the pages guest RAM runs on (guest_ram_pages: hugetlb, thp or
 4k, from the daemon; shmem_thp: the host's sysfs setting): a destination's
-allocation costs several times more on 4k. Usage: migrate.py BUILD_DIR [--quick] [--no-hugetlb]"""
+allocation costs several times more on 4k. Idle rows also give the CPU
+seconds each side's processes spent (cpu_s_source, cpu_s_destination): with
+one core per side, the side near total_s is the one that limits. Usage: migrate.py BUILD_DIR [--quick] [--no-hugetlb]"""
 import json, mmap, os, shutil, socket, statistics, subprocess, sys, tempfile, threading, time
 
 build = os.path.abspath(sys.argv[1])
@@ -156,6 +158,54 @@ def warm_pool(pages):
     return got
 
 
+class CpuBySide:
+    """CPU seconds the processes of each side (daemon and VMMs, found by the
+    side's state dir in their command line) spend while it runs: sampled at
+    20 Hz, so a source VMM that exits at the end still counts. Where an idle
+    migration's time goes: the source or the destination."""
+
+    def __init__(self):
+        self.hz = os.sysconf("SC_CLK_TCK")
+        self.first, self.last, self.stop, self.started = {}, {}, False, None
+
+    def sample(self):
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+                for side in ("a", "b"):
+                    if f"{tmp}/{side}".encode() in cmd:
+                        st = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+                        cpu = (int(st[11]) + int(st[12])) / self.hz
+                        # a process born during the migration counts from 0
+                        self.first.setdefault(pid, cpu if self.started is None else 0.0)
+                        self.last[pid] = (side, cpu)
+            except (OSError, IndexError, ValueError):
+                continue
+
+    def __enter__(self):
+        self.sample()
+        self.started = time.monotonic()
+        self.t = threading.Thread(target=self.run)
+        self.t.start()
+        return self
+
+    def run(self):
+        while not self.stop:
+            self.sample()
+            time.sleep(0.05)
+
+    def __exit__(self, *exc):
+        self.stop = True
+        self.t.join()
+        self.sample()
+        out = {"a": 0.0, "b": 0.0}
+        for pid, (side, cpu) in self.last.items():
+            out[side] += cpu - self.first[pid]
+        self.cpu = out
+
+
 def idle_row(gib, backing):
     """An idle guest (paused, half resident) migrated back and forth."""
     name = f"idle{gib}{backing}"
@@ -166,15 +216,18 @@ def idle_row(gib, backing):
     cur, other = a_sock, b_sock
     runs = []
     for _ in range(reps):
-        r = mv(cur, "vm", "migrate", name, "--to", f"127.0.0.1:{side[other]}", "--json")
+        with CpuBySide() as cpu:
+            r = mv(cur, "vm", "migrate", name, "--to", f"127.0.0.1:{side[other]}", "--json")
         mg = r["migration"]
+        src, dst = ("a", "b") if cur == a_sock else ("b", "a")
         ok = mv(other, "vm", "verify", name, "--json")["ok"]
         mv(other, "vm", "pause", name)   # it runs on arrival; nothing runs during the anchors
         raw = raw_bound(mg["bytes_sent"])
         alloc = push(mg["bytes_sent"], True)
         runs.append({"state": r["state"], "verify_ok": ok, "bytes_sent": mg["bytes_sent"],
                      "total_s": mg["total_us"] / 1e6, "downtime_ms": mg["downtime_us"] / 1e3,
-                     "raw_bound_s": raw, "alloc_bound_s": alloc})
+                     "raw_bound_s": raw, "alloc_bound_s": alloc,
+                     "cpu_s_source": cpu.cpu[src], "cpu_s_destination": cpu.cpu[dst]})
         mv(cur, "vm", "rm", name)
         cur, other = other, cur
     mv(cur, "vm", "rm", "--force", name)
@@ -189,6 +242,8 @@ def idle_row(gib, backing):
             "raw_bound_s": round(raw, 3),
             "raw_bound_s_all": [round(x["raw_bound_s"], 3) for x in runs],
             "alloc_bound_s": round(alloc, 3), "throughput_over_raw": round(raw / tot, 3),
+            "cpu_s_source": round(statistics.median(x["cpu_s_source"] for x in runs), 2),
+            "cpu_s_destination": round(statistics.median(x["cpu_s_destination"] for x in runs), 2),
             "throughput_over_alloc_bound": round(alloc / tot, 3)}
 
 
