@@ -45,7 +45,8 @@ int mig_recv_hdr(struct mig_conn *c, int timeout_ms, struct mv_error **err) MV_M
 int mig_recv_payload(struct mig_conn *c, int timeout_ms, struct mv_error **err) MV_MUST_CHECK;
 void mig_recv_done(struct mig_conn *c);
 /* Reads exactly what iov describes (consuming iov), adding its CRC-32C to
- * *crc a chunk at a time as it arrives. -EPIPE on EOF, -ETIMEDOUT. */
+ * *crc (may be NULL) a chunk at a time as it arrives. -EPIPE on EOF,
+ * -ETIMEDOUT. */
 int mig_readv(struct mig_conn *c, struct iovec *iov, int niov, int timeout_ms,
 	      uint32_t *crc) MV_MUST_CHECK;
 /* Is a frame (or EOF) waiting? */

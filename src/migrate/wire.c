@@ -144,34 +144,18 @@ static int rx_result(struct mig_conn *c, ssize_t n, int timeout_ms)
 	return wait_fd(c->fd, POLLIN, timeout_ms);
 }
 
-/* Reads exactly len bytes. crc (may be NULL) accumulates the CRC-32C of
- * what was read, a chunk at a time right after each recv, while it is
- * still in cache. */
-static int read_exact(struct mig_conn *c, uint8_t *buf, size_t len, int timeout_ms, bool *got_any,
-		      uint32_t *crc)
-{
-	size_t off = 0;
-	while (off < len) {
-		size_t want = len - off < RX_CHUNK ? len - off : RX_CHUNK;
-		ssize_t n = recv(c->fd, buf + off, want, MSG_DONTWAIT);
-		int r = rx_result(c, n, timeout_ms);
-		if (r < 0)
-			return r;
-		if (n > 0) {
-			if (crc)
-				*crc = mv_crc32c(*crc, buf + off, (size_t)n);
-			off += (size_t)n;
-			*got_any = true;
-		}
-	}
-	return 0;
-}
-
 /* Reads exactly the bytes iov describes (iov is consumed), RX_CHUNK at a
- * time, accumulating their CRC-32C into *crc right after each recv. */
+ * time, accumulating their CRC-32C into *crc (may be NULL) right after
+ * each recv, while they are still in cache. */
 int mig_readv(struct mig_conn *c, struct iovec *iov, int niov, int timeout_ms, uint32_t *crc)
 {
-	while (niov > 0) {
+	for (;;) {
+		while (niov > 0 && iov->iov_len == 0) {   /* nothing to read there */
+			iov++;
+			niov--;
+		}
+		if (niov == 0)
+			return 0;
 		/* At most RX_CHUNK bytes per call: checksummed while in cache. */
 		struct iovec sub[64];
 		int k = 0;
@@ -192,7 +176,8 @@ int mig_readv(struct mig_conn *c, struct iovec *iov, int niov, int timeout_ms, u
 		size_t left = (size_t)n;
 		while (left > 0) {
 			size_t take = left < iov->iov_len ? left : iov->iov_len;
-			*crc = mv_crc32c(*crc, iov->iov_base, take);
+			if (crc)
+				*crc = mv_crc32c(*crc, iov->iov_base, take);
 			left -= take;
 			iov->iov_base = (uint8_t *)iov->iov_base + take;
 			iov->iov_len -= take;
@@ -201,20 +186,15 @@ int mig_readv(struct mig_conn *c, struct iovec *iov, int niov, int timeout_ms, u
 				niov--;
 			}
 		}
-		while (niov > 0 && iov->iov_len == 0) {
-			iov++;
-			niov--;
-		}
 	}
-	return 0;
 }
 
 int mig_recv_hdr(struct mig_conn *c, int timeout_ms, struct mv_error **err)
 {
 	uint8_t hdr[MV_MIGRATE_HDR_SIZE];
-	bool got = false;
-	int r = read_exact(c, hdr, sizeof(hdr), timeout_ms, &got, NULL);
-	if (r == -EPIPE && !got)
+	struct iovec iov = {hdr, sizeof(hdr)};
+	int r = mig_readv(c, &iov, 1, timeout_ms, NULL);
+	if (r == -EPIPE && iov.iov_len == sizeof(hdr))   /* closed between frames */
 		return mv_err(err, -EPIPE, "peer closed the connection");
 	if (r < 0)
 		return mv_err(err, r, "reading frame header: %s",
@@ -239,9 +219,9 @@ void mig_recv_done(struct mig_conn *c)
 int mig_recv_payload(struct mig_conn *c, int timeout_ms, struct mv_error **err)
 {
 	const struct mig_hdr *h = &c->rx_hdr;
-	bool got = true;
+	struct iovec iov = {c->rx_buf, h->len};
 	uint32_t crc = 0;
-	int r = read_exact(c, c->rx_buf, h->len, timeout_ms, &got, &crc);
+	int r = mig_readv(c, &iov, 1, timeout_ms, &crc);
 	if (r < 0)
 		return mv_err(err, r, "reading %s payload: %s", mig_type_name(h->type),
 			      r == -ETIMEDOUT ? "timed out" : r == -EPIPE ? "peer closed mid-frame"
