@@ -161,7 +161,6 @@ void watch_refresh(struct vmmgr *m, struct dvm *vm);
 
 /* host.c */
 uint64_t host_mem_total(void);
-uint64_t host_hugepages_free(void);
 enum mv_mem_pages host_guest_ram_pages(void);
 int host_random_id(char *out, size_t len);
 

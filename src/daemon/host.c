@@ -18,17 +18,12 @@ uint64_t host_mem_total(void)
 	return (uint64_t)kb * 1024;
 }
 
-uint64_t host_hugepages_free(void)
-{
-	return mv_mem_hugepages_available();
-}
-
 /* What a new VM's RAM gets (backing "auto"): hugetlb while the pool has
  * free pages (a VM that fits takes them), else shmem THP if the host's
  * policy honours MADV_HUGEPAGE, else 4 KiB. */
 enum mv_mem_pages host_guest_ram_pages(void)
 {
-	if (host_hugepages_free() > 0)
+	if (mv_mem_hugepages_available() > 0)
 		return MV_MEM_PAGES_HUGETLB;
 	return mv_mem_shmem_thp() ? MV_MEM_PAGES_THP : MV_MEM_PAGES_4K;
 }

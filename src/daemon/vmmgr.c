@@ -387,7 +387,7 @@ static int host_get(void *ctx, struct mv_host_info *out, struct mv_error **err)
 	snprintf(out->version, sizeof(out->version), "%s", MEMVISOR_VERSION);
 	gethostname(out->hostname, sizeof(out->hostname) - 1);
 	snprintf(out->state_dir, sizeof(out->state_dir), "%s", m->cfg.state_dir);
-	out->hugepages_free = host_hugepages_free();
+	out->hugepages_free = mv_mem_hugepages_available();
 	snprintf(out->guest_ram_pages, sizeof(out->guest_ram_pages), "%s",
 		 mv_mem_pages_name(host_guest_ram_pages()));
 	enum mv_dirty_backend bes[] = {MV_DIRTY_UFFD_WP, MV_DIRTY_SOFT_DIRTY, MV_DIRTY_HASH};
