@@ -215,7 +215,16 @@ int mig_config_validate(const struct mv_migrate_config *cfg, struct mv_error **e
 	return 0;
 }
 
-static int region_of(const struct mv_migrate_config *cfg, uint64_t gpa, uint64_t len);
+/* Region of cfg holding [gpa, gpa+len), or -1. */
+static int region_of(const struct mv_migrate_config *cfg, uint64_t gpa, uint64_t len)
+{
+	for (uint32_t i = 0; i < cfg->nregions; i++) {
+		const struct mv_migrate_region *r = &cfg->regions[i];
+		if (gpa >= r->gpa && gpa - r->gpa < r->size && len <= r->size - (gpa - r->gpa))
+			return (int)i;
+	}
+	return -1;
+}
 
 /* A span of the tenant block: page aligned, non-empty, inside one region. */
 static int span_get(const uint8_t *b, const struct mv_migrate_config *cfg, const char *field,
@@ -317,17 +326,6 @@ int mig_config_get(const uint8_t *p, size_t len, struct mv_migrate_config *cfg,
 	if (r < 0)
 		return r == -EINVAL ? -EPROTO : r;
 	return len == MIG_CONFIG_LEN ? 0 : tenant_get(p + MIG_CONFIG_LEN, len - MIG_CONFIG_LEN, cfg, err);
-}
-
-/* Region of cfg holding [gpa, gpa+len), or -1. */
-static int region_of(const struct mv_migrate_config *cfg, uint64_t gpa, uint64_t len)
-{
-	for (uint32_t i = 0; i < cfg->nregions; i++) {
-		const struct mv_migrate_region *r = &cfg->regions[i];
-		if (gpa >= r->gpa && gpa - r->gpa < r->size && len <= r->size - (gpa - r->gpa))
-			return (int)i;
-	}
-	return -1;
 }
 
 static int check_gpa(const struct mv_migrate_config *cfg, const char *what, uint64_t gpa,
