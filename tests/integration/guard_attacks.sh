@@ -211,8 +211,15 @@ log "policy move: the victim's sensitive ranges go to fresh frames"
 out=$(mv vm sensitive add victim --gpa 4M --len 1M --json) || fail "sensitive add 1M"
 [ "$(jget "j['resident_pages']" <<<"$out")" -eq 256 ] || fail "1M range not resident: $out"
 frames() { protected_frames "$STATE/memvisor.db" "$(vm_field victim '["id"]')"; }
-full() { [ "$(frames | jget "len(j)")" -eq 259 ]; }
-wait_for 10 full || fail "protected frames of the victim not recorded: $(frames | jget 'len(j)')"
+# The range's zero pages fuse after it is added, which frees their first
+# frames for anyone, the move included: compare with the frames they have
+# once that settles (two guard checks, a second apart, recording the same).
+settled() {
+  local a; a=$(frames)
+  sleep 1.2
+  [ "$(jget 'len(j)' <<<"$a")" -eq 259 ] && [ "$a" = "$(frames)" ]
+}
+wait_for 20 settled || fail "protected frames of the victim not recorded or not settling: $(frames | jget 'len(j)')"
 before=$(frames)
 mv guard policy set --action move >/dev/null
 mv guard policy --json | jget "j['action']" | grep -qx move || fail "policy action move not applied"
