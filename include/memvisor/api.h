@@ -48,6 +48,7 @@ struct mv_migration_info {
 	uint64_t bytes_sent;
 	uint64_t pages_sent;
 	uint64_t pages_remaining;
+	uint64_t pages_requested;     /* post-copy: pages the destination faulted on */
 	uint64_t dirty_rate;          /* pages/s */
 	uint64_t bandwidth;           /* bytes/s */
 	uint64_t downtime_us;

@@ -10,6 +10,7 @@
 #include "memvisor/error.h"
 
 #define MV_MEM_MAX_REGIONS 8
+#define MV_HUGE_PAGE_SIZE (2ULL << 20)   /* hugetlb and THP pages */
 /* Guest RAM above this GPA is relocated past 4 GiB, as on a PC (the hole holds MMIO). */
 #define MV_MEM_LOW_LIMIT (3ULL << 30)
 #define MV_MEM_HIGH_BASE (4ULL << 30)

@@ -116,12 +116,13 @@ json_t *api_vm_json(const struct mv_vm_info *vm)
 	}
 	const struct mv_migration_info *mg = &vm->migration;
 	if (mg->active) {
-		json_t *j = json_pack("{s:o, s:o, s:o, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+		json_t *j = json_pack("{s:o, s:o, s:o, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
 				      "to", JSTR(mg->to), "from", JSTR(mg->from), "phase", JSTR(mg->phase),
 				      "pass", (json_int_t)mg->pass,
 				      "throttle_pct", (json_int_t)mg->throttle_pct,
 				      "bytes_sent", api_ju(mg->bytes_sent), "pages_sent", api_ju(mg->pages_sent),
 				      "pages_remaining", api_ju(mg->pages_remaining),
+				      "pages_requested", api_ju(mg->pages_requested),
 				      "dirty_rate", api_ju(mg->dirty_rate), "bandwidth", api_ju(mg->bandwidth),
 				      "downtime_us", api_ju(mg->downtime_us), "total_us", api_ju(mg->total_us),
 				      "error", JSTR(mg->error));

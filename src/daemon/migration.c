@@ -148,6 +148,7 @@ void migration_poll(struct vmmgr *m, struct dvm *vm, const struct mv_ctl_status 
 	mg->bytes_sent = st->mig.bytes_sent;
 	mg->pages_sent = st->mig.pages_sent;
 	mg->pages_remaining = st->mig.pages_remaining;
+	mg->pages_requested = st->mig.pages_requested;
 	mg->dirty_rate = st->mig.dirty_rate;
 	mg->bandwidth = st->mig.bandwidth;
 	mg->downtime_us = st->mig.downtime_us;

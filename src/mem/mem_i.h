@@ -6,8 +6,6 @@
 #include <stdatomic.h>
 #include "memvisor/mem.h"
 
-#define MV_HUGE_PAGE_SIZE (2ULL << 20)
-
 struct mv_guest_mem {
 	unsigned n;
 	/* Last region hit by mv_gpa_to_hva(): a hint only, so relaxed is enough. */

@@ -105,9 +105,12 @@ struct mig_postcopy;
 int mig_postcopy_start(struct mv_guest_mem *mem, const struct mv_migrate_config *cfg,
 		       struct mig_conn *c, struct mig_postcopy **out,
 		       struct mv_error **err) MV_MUST_CHECK;
-/* Places one page (data NULL = zero page); a page already present is left. */
+/* Places one page (data NULL = zero page); a page already present is left.
+ * On hugetlb RAM the page waits until its whole huge page has arrived. */
 int mig_postcopy_place(struct mig_postcopy *pc, uint64_t gpa, const uint8_t *data,
 		       struct mv_error **err) MV_MUST_CHECK;
+/* At the end of the stream: -EPROTO if a huge page is still incomplete. */
+int mig_postcopy_check_done(struct mig_postcopy *pc, struct mv_error **err) MV_MUST_CHECK;
 /* Fault-thread failure (send error), 0 when none. */
 int mig_postcopy_error(struct mig_postcopy *pc);
 uint64_t mig_postcopy_faults(struct mig_postcopy *pc);

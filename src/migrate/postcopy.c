@@ -3,7 +3,10 @@
  * memfd yet blocks; a fault thread turns those faults into PAGE_REQ frames
  * to the source, and the receive loop places arriving pages atomically with
  * UFFDIO_COPY / UFFDIO_ZEROPAGE, which also wakes the faulting vCPUs. Pages
- * already in the memfd (pre-copied) never fault. Used by recv.c.
+ * already in the memfd (pre-copied) never fault. hugetlb RAM faults and is
+ * placed 2 MiB at a time (UFFDIO_COPY takes whole huge pages there, and has
+ * no ZEROPAGE): its 4 KiB pages are staged until the huge page is complete;
+ * the source sends each one whole, in a row. Used by recv.c.
  * Mechanics as in the kernel's mm selftests (uffd-common.c). */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +32,11 @@ struct mig_postcopy {
 	bool th_started;
 	int error;            /* __atomic: fault thread send failure */
 	uint64_t faults;      /* __atomic */
+	/* The huge page being assembled (receive loop only). */
+	uint8_t *stage;       /* MV_HUGE_PAGE_SIZE bytes, allocated on first use */
+	uint64_t stage_gpa;   /* its first byte's gpa; UINT64_MAX: none */
+	uint64_t stage_have[MV_HUGE_PAGE_SIZE / MV_MIGRATE_PAGE_SIZE / 64];
+	unsigned stage_n;
 };
 
 /* GPA of the page holding hva, or UINT64_MAX. */
@@ -97,6 +105,7 @@ int mig_postcopy_start(struct mv_guest_mem *mem, const struct mv_migrate_config 
 	pc->mem = mem;
 	pc->c = c;
 	pc->stop_fd = -1;
+	pc->stage_gpa = UINT64_MAX;
 	int r = pc->uffd = mv_uffd_open(0);
 	if (r < 0) {
 		mv_err(err, r, "userfaultfd: %s", strerror(-r));
@@ -114,9 +123,12 @@ int mig_postcopy_start(struct mv_guest_mem *mem, const struct mv_migrate_config 
 				   errno == EBUSY ? " (a dirty log is already tracking it)" : "");
 			goto fail;
 		}
-		uint64_t need = 1ULL << _UFFDIO_COPY | 1ULL << _UFFDIO_ZEROPAGE;
+		uint64_t need = 1ULL << _UFFDIO_COPY;
+		if (g->pages != MV_MEM_PAGES_HUGETLB)
+			need |= 1ULL << _UFFDIO_ZEROPAGE;
 		if ((reg.ioctls & need) != need) {
-			r = mv_err(err, -EOPNOTSUPP, "region %u: no UFFDIO_COPY/ZEROPAGE", i);
+			r = mv_err(err, -EOPNOTSUPP, "region %u: no UFFDIO_COPY%s", i,
+				   g->pages == MV_MEM_PAGES_HUGETLB ? "" : "/ZEROPAGE");
 			goto fail;
 		}
 	}
@@ -139,19 +151,19 @@ fail:
 	return r;
 }
 
-int mig_postcopy_place(struct mig_postcopy *pc, uint64_t gpa, const uint8_t *data,
-		       struct mv_error **err)
+/* UFFDIO_COPY (data) or UFFDIO_ZEROPAGE (data NULL) of len bytes at hva. */
+static int place(struct mig_postcopy *pc, uint8_t *hva, const uint8_t *data, uint64_t len,
+		 uint64_t gpa, struct mv_error **err)
 {
-	uint8_t *hva = mv_gpa_to_hva(pc->mem, gpa, MV_MIGRATE_PAGE_SIZE);
 	for (;;) {
 		int rc;
 		if (data) {
 			struct uffdio_copy cp = {.dst = (uintptr_t)hva, .src = (uintptr_t)data,
-						 .len = MV_MIGRATE_PAGE_SIZE, .mode = 0};
+						 .len = len, .mode = 0};
 			rc = ioctl(pc->uffd, UFFDIO_COPY, &cp);
 		} else {
-			struct uffdio_zeropage zp = {.range = {.start = (uintptr_t)hva,
-							       .len = MV_MIGRATE_PAGE_SIZE}, .mode = 0};
+			struct uffdio_zeropage zp = {.range = {.start = (uintptr_t)hva, .len = len},
+						     .mode = 0};
 			rc = ioctl(pc->uffd, UFFDIO_ZEROPAGE, &zp);
 		}
 		/* EEXIST: the page is there already (pre-copied, or placed by an
@@ -162,6 +174,56 @@ int mig_postcopy_place(struct mig_postcopy *pc, uint64_t gpa, const uint8_t *dat
 			return mv_err(err, -errno, "placing gpa 0x%llx: %s", (unsigned long long)gpa,
 				      strerror(errno));
 	}
+}
+
+/* Adds a 4 KiB page to the huge page being assembled; places it once whole. */
+static int stage_page(struct mig_postcopy *pc, const struct mv_mem_region *g, uint64_t gpa,
+		      const uint8_t *data, struct mv_error **err)
+{
+	uint64_t base = g->gpa + ((gpa - g->gpa) & ~(MV_HUGE_PAGE_SIZE - 1));
+	if (pc->stage_gpa != base) {
+		if (pc->stage_n)
+			return mv_err(err, -EPROTO, "gpa 0x%llx arrived before the huge page at 0x%llx "
+				      "was complete", (unsigned long long)gpa,
+				      (unsigned long long)pc->stage_gpa);
+		if (!pc->stage && !(pc->stage = malloc(MV_HUGE_PAGE_SIZE)))
+			abort();
+		pc->stage_gpa = base;
+		memset(pc->stage_have, 0, sizeof(pc->stage_have));
+	}
+	uint64_t i = (gpa - base) / MV_MIGRATE_PAGE_SIZE;
+	if (data)
+		memcpy(pc->stage + i * MV_MIGRATE_PAGE_SIZE, data, MV_MIGRATE_PAGE_SIZE);
+	else
+		memset(pc->stage + i * MV_MIGRATE_PAGE_SIZE, 0, MV_MIGRATE_PAGE_SIZE);
+	if (!mig_bit_test(pc->stage_have, i)) {
+		mig_bit_set(pc->stage_have, i);
+		pc->stage_n++;
+	}
+	if (pc->stage_n < MV_HUGE_PAGE_SIZE / MV_MIGRATE_PAGE_SIZE)
+		return 0;
+	pc->stage_n = 0;
+	pc->stage_gpa = UINT64_MAX;
+	return place(pc, g->hva + (base - g->gpa), pc->stage, MV_HUGE_PAGE_SIZE, base, err);
+}
+
+int mig_postcopy_place(struct mig_postcopy *pc, uint64_t gpa, const uint8_t *data,
+		       struct mv_error **err)
+{
+	const struct mv_mem_region *g =
+		mv_guest_mem_region(pc->mem, (unsigned)mv_guest_mem_find(pc->mem, gpa));
+	if (g->pages == MV_MEM_PAGES_HUGETLB)
+		return stage_page(pc, g, gpa, data, err);
+	return place(pc, g->hva + (gpa - g->gpa), data, MV_MIGRATE_PAGE_SIZE, gpa, err);
+}
+
+int mig_postcopy_check_done(struct mig_postcopy *pc, struct mv_error **err)
+{
+	if (!pc->stage_n)
+		return 0;
+	return mv_err(err, -EPROTO, "stream ended with the huge page at 0x%llx incomplete "
+		      "(%u of %u pages)", (unsigned long long)pc->stage_gpa, pc->stage_n,
+		      (unsigned)(MV_HUGE_PAGE_SIZE / MV_MIGRATE_PAGE_SIZE));
 }
 
 int mig_postcopy_error(struct mig_postcopy *pc)
@@ -191,5 +253,6 @@ void mig_postcopy_stop(struct mig_postcopy *pc)
 		close(pc->uffd);
 	if (pc->stop_fd >= 0)
 		close(pc->stop_fd);
+	free(pc->stage);
 	free(pc);
 }

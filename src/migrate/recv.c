@@ -101,12 +101,20 @@ static int on_ram(struct dst *d)
 	return r;
 }
 
-static int punch(struct dst *d, uint64_t gpa, uint64_t len)
+/* Drops the stale page at gpa so that it faults (post-copy) until the
+ * source's copy arrives. hugetlbfs cannot drop 4 KiB of a huge page (it
+ * zeroes them in place, and the vCPU would read zeros instead of faulting):
+ * the whole huge page goes, and the source resends it whole. */
+static int discard(struct dst *d, uint64_t gpa)
 {
 	int ri = mv_guest_mem_find(d->mem, gpa);
 	const struct mv_mem_region *g = mv_guest_mem_region(d->mem, (unsigned)ri);
-	if (fallocate(g->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(gpa - g->gpa),
-		      (off_t)len) < 0)
+	uint64_t off = gpa - g->gpa, len = MV_MIGRATE_PAGE_SIZE;
+	if (g->pages == MV_MEM_PAGES_HUGETLB) {
+		off &= ~(MV_HUGE_PAGE_SIZE - 1);
+		len = MV_HUGE_PAGE_SIZE;
+	}
+	if (fallocate(g->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0)
 		return mv_err(d->err, -errno, "discarding gpa 0x%llx: %s", (unsigned long long)gpa,
 			      strerror(errno));
 	return 0;
@@ -159,7 +167,7 @@ static int on_frame(struct dst *d, bool *done)
 		uint32_t n;
 		r = mig_gpas_get(p, h->len, d->cfg, MIG_MAX_GPAS, &n, d->err);
 		for (uint32_t i = 0; i < n && r == 0; i++)
-			r = punch(d, mig_gpas_at(p, i), MV_MIGRATE_PAGE_SIZE);
+			r = discard(d, mig_gpas_at(p, i));
 		return r;
 	}
 	case MIG_POSTCOPY:
@@ -187,6 +195,8 @@ static int on_frame(struct dst *d, bool *done)
 		r = mig_complete_get(p, h->len, &c, d->err);
 		if (r == 0)
 			r = mig_order_check_totals(&d->order, &c, d->err);
+		if (r == 0 && d->pc)
+			r = mig_postcopy_check_done(d->pc, d->err);
 		*done = r == 0;
 		return r;
 	}
@@ -215,10 +225,6 @@ static int setup(struct dst *d)
 		return r;
 	if (d->o.features & ~MV_MIGRATE_F_ALL)
 		return mv_err(d->err, -EPROTONOSUPPORT, "unsupported features 0x%x", d->o.features);
-	if (d->o.features & MV_MIGRATE_F_POSTCOPY)
-		for (uint32_t i = 0; i < d->cfg->nregions; i++)
-			if (d->cfg->regions[i].flags & MV_MEM_HUGETLB)
-				return mv_err(d->err, -EOPNOTSUPP, "post-copy of hugetlb RAM is not supported");
 	r = make_fresh(d);
 	if (r < 0)
 		return r;

@@ -439,11 +439,6 @@ static int setup(struct src *s)
 		return mv_err_field(s->err, -EINVAL, "features", "unknown features 0x%x", s->o.features);
 	if (s->cfg->nvcpus == 0 || s->cfg->nvcpus > MV_MAX_VCPUS)
 		return mv_err_field(s->err, -EINVAL, "nvcpus", "%u vCPUs", s->cfg->nvcpus);
-	if (s->o.features & MV_MIGRATE_F_POSTCOPY)
-		for (uint32_t i = 0; i < s->cfg->nregions; i++)
-			if (s->cfg->regions[i].flags & MV_MEM_HUGETLB)
-				return mv_err_field(s->err, -EOPNOTSUPP, "features",
-						    "post-copy of hugetlb-backed RAM is not supported");
 	r = mig_send(&s->c, MIG_HEADER, buf, (uint32_t)mig_header_put(buf, &h), s->err);
 	if (r == 0)
 		r = mig_send(&s->c, MIG_CONFIG, buf, (uint32_t)mig_config_put(buf, s->cfg), s->err);
@@ -469,8 +464,10 @@ static int setup(struct src *s)
 
 static void src_free(struct src *s)
 {
-	for (unsigned i = 0; i < s->nregions; i++)
+	for (unsigned i = 0; i < s->nregions; i++) {
 		free(s->pending[i]);
+		free(s->post_sent[i]);
+	}
 	free(s->enc.buf);
 	free(s->meta);
 	free(s->iov);

@@ -45,6 +45,7 @@ struct src {
 	bool awaiting_sync;
 	bool acked;
 	bool peer_gone;            /* it sent NACK: no point answering */
+	uint64_t *post_sent[MV_MEM_MAX_REGIONS];   /* post-copy: huge pages sent whole */
 	uint64_t *req;             /* post-copy request ring */
 	uint32_t req_head, req_len;
 };

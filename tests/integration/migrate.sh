@@ -87,6 +87,21 @@ if hugetlb_pool $((pool0 + 72)) 2>/dev/null && [ "$(cat /proc/sys/vm/nr_hugepage
   log "h1: $(cat "$T/mig.out") (resident $got bytes of 64 MiB both ways)"
   mv vm rm --force h1 >/dev/null
   mvb vm rm h1 >/dev/null
+  # Post-copy on hugetlb: stale huge pages are dropped whole at the
+  # destination and placed whole (UFFDIO_COPY of 2 MiB) as they arrive.
+  mv vm create hp1 --memory 64M --backing hugetlb --vcpus 2 --workload kvstore --wss 16M \
+    --rate 50000 >/dev/null
+  sleep 1
+  migrate_ok hp1 --postcopy --json
+  python3 - "$T/mig.out" <<'PY' || fail "hp1: $(cat "$T/mig.out")"
+import json, sys
+m = json.load(open(sys.argv[1]))["migration"]
+assert m["phase"] == "done" and m["pages_sent"] > 0, m
+print("hp1: post-copy on hugetlb, %d pages sent, %d huge pages asked for" %
+      (m["pages_sent"], m["pages_requested"]))
+PY
+  mv vm rm hp1 >/dev/null
+  mvb vm rm --force hp1 >/dev/null
   hugetlb_pool "$pool0"
   LATE_CLEANUP=
 else
