@@ -103,7 +103,7 @@ static void print_result(const json_t *r)
 
 static void progress_bar(const json_t *mg)
 {
-	long long pass = 0, sent = 0, left = 0, rate = 0, bw = 0, pages = 0, thr = 0;
+	long long pass = 0, sent = 0, left = 0, rate = 0, bw = 0, pages = 0, thr = 0, req = 0;
 	mv_cli_jint(mg, "pass", &pass);
 	mv_cli_jint(mg, "bytes_sent", &sent);
 	mv_cli_jint(mg, "pages_sent", &pages);
@@ -111,17 +111,22 @@ static void progress_bar(const json_t *mg)
 	mv_cli_jint(mg, "dirty_rate", &rate);
 	mv_cli_jint(mg, "bandwidth", &bw);
 	mv_cli_jint(mg, "throttle_pct", &thr);
+	mv_cli_jint(mg, "pages_requested", &req);
+	char extra[64] = "";
+	if (thr)
+		snprintf(extra, sizeof(extra), "  throttle %lld%%", thr);
+	else if (req)   /* post-copy: pages the running guest faulted on */
+		snprintf(extra, sizeof(extra), "  faults %lld", req);
 	int pct = pages + left > 0 ? (int)(100 * pages / (pages + left)) : 0;
 	char bar[21], a[32], b[32], c[32];
 	for (int i = 0; i < 20; i++)
 		bar[i] = i < pct / 5 ? '#' : '.';
 	bar[20] = '\0';
-	fprintf(stderr, "\r[%s] %3d%% %-9s pass %lld  sent %s  left %s  dirty %lld p/s  %s/s%s%s   ",
+	fprintf(stderr, "\r[%s] %3d%% %-9s pass %lld  sent %s  left %s  dirty %lld p/s  %s/s%s   ",
 		bar, pct, mv_cli_jstr(mg, "phase", "?"), pass,
 		mv_fmt_size((uint64_t)sent, a, sizeof(a)),
 		mv_fmt_size((uint64_t)left * 4096, b, sizeof(b)), rate,
-		mv_fmt_size((uint64_t)bw, c, sizeof(c)), thr ? "  throttle " : "",
-		thr ? "on" : "");
+		mv_fmt_size((uint64_t)bw, c, sizeof(c)), extra);
 	fflush(stderr);
 }
 

@@ -20,6 +20,7 @@ static const char usage[] =
 	"  vm rm VM [--force]       remove a stopped VM\n"
 	"  vm verify VM             check guest RAM against the workload's expected state\n"
 	"  vm migrate VM --local    hand a VM to a new VMM process, zero-copy\n"
+	"  vm migrate VM --to HOST:PORT  live-migrate a VM to another host's memvisord\n"
 	"  upgrade --vmm PATH       move every VM to a new VMM binary\n"
 	"  host                     this host's capacity and usage\n"
 	"  vm sensitive add|ls|rm VM  mark guest ranges sensitive (side-channel guard)\n"
