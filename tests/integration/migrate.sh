@@ -102,6 +102,11 @@ print("hp1: post-copy on hugetlb, %d pages sent, %d huge pages asked for" %
 PY
   mv vm rm hp1 >/dev/null
   mvb vm rm --force hp1 >/dev/null
+  # The unit tests' hugetlb cases skip without a pool; run them with this one.
+  MV_TEST_FILTER='*hugetlb*' "$MV_BUILD/tests/unit/migrate/test_migrate" >"$T/ut.out" 2>&1 ||
+    fail "hugetlb unit cases: $(cat "$T/ut.out")"
+  ! grep -q SKIPPED "$T/ut.out" || fail "hugetlb unit cases skipped with a pool: $(cat "$T/ut.out")"
+  log "$(grep -c '^\[       OK \]' "$T/ut.out") hugetlb unit cases passed"
   hugetlb_pool "$pool0"
   LATE_CLEANUP=
 else

@@ -341,6 +341,56 @@ static void test_postcopy_hugetlb(void **state)
 	assert_true(st.last.pages_requested > 0);
 }
 
+/* The destination's huge-page assembly: a page is placed (and readable)
+ * only once all 512 of its 4 KiB pages are in; a page of another huge page
+ * before that, or the end of the stream then, is a protocol error. */
+static void test_postcopy_hugetlb_staging(void **state)
+{
+	if (mv_mem_hugepages_available() < 8 * MiB / MV_HUGE_PAGE_SIZE) {
+		print_message("      skipped: fewer than 4 free 2 MiB hugetlb pages\n");
+		skip();
+	}
+	struct mv_error *e = NULL;
+	struct vm vm;
+	int sv[2];
+	socks(sv);
+	backing = MV_MEM_BACKING_HUGETLB;
+	vm_mem(&vm, 8 * MiB);
+	backing = MV_MEM_BACKING_4K;
+	struct mig_conn c;
+	mig_conn_init(&c, sv[0], 1000, 0);
+	struct mig_postcopy *pc;
+	int r = mig_postcopy_start(vm.m, NULL, &c, &pc, &e);
+	if (r < 0)
+		die("post-copy start", r, e);
+	uint8_t page[MV_PAGE_SIZE];
+	const uint64_t per = MV_HUGE_PAGE_SIZE / MV_PAGE_SIZE;
+	for (uint64_t i = 0; i < per; i++) {   /* huge page 1, ZERO entries every 8th */
+		memset(page, (int)(i % 251 + 1), sizeof(page));
+		assert_int_equal(mig_postcopy_place(pc, MV_HUGE_PAGE_SIZE + i * MV_PAGE_SIZE,
+						    i % 8 ? page : NULL, &e), 0);
+		if (i == per - 2)   /* not complete yet: huge page 2 may not start */
+			assert_int_equal(mig_postcopy_place(pc, 2 * MV_HUGE_PAGE_SIZE, page, &e),
+					 -EPROTO);
+	}
+	mv_error_free(e);
+	e = NULL;
+	assert_int_equal(mig_postcopy_check_done(pc, &e), 0);
+	const uint8_t *h = mv_gpa_to_hva(vm.m, MV_HUGE_PAGE_SIZE, MV_HUGE_PAGE_SIZE);
+	for (uint64_t i = 0; i < per; i++)
+		assert_int_equal(h[i * MV_PAGE_SIZE + 17], i % 8 ? (uint8_t)(i % 251 + 1) : 0);
+	assert_int_equal(mig_postcopy_place(pc, 3 * MV_HUGE_PAGE_SIZE, page, &e), 0);
+	assert_int_equal(mig_postcopy_check_done(pc, &e), -EPROTO);
+	print_message("      %s\n", mv_error_msg(e, -EPROTO));
+	mv_error_free(e);
+	mig_postcopy_stop(pc);
+	mig_conn_fini(&c);
+	close(sv[0]);
+	close(sv[1]);
+	mv_guest_mem_unmap(vm.m);
+	mv_mem_layout_close(&vm.l);
+}
+
 /* ---- fault cases ---- */
 
 /* A fake destination: admits the VM, says READY, then does `act`. */
@@ -764,6 +814,7 @@ const struct CMUnitTest mig_live_tests[] = {
 	cmocka_unit_test(test_postcopy),
 	cmocka_unit_test(test_postcopy_kvstore_zstd),
 	cmocka_unit_test(test_postcopy_hugetlb),
+	cmocka_unit_test(test_postcopy_hugetlb_staging),
 	cmocka_unit_test(test_fault_peer_closes),
 	cmocka_unit_test(test_fault_nack),
 	cmocka_unit_test(test_fault_timeout),
