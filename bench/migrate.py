@@ -26,7 +26,7 @@ The JSON names the pages guest RAM runs on (guest_ram_pages: hugetlb, thp or
 allocation costs several times more on 4k. Idle rows also give the CPU
 seconds each side's processes spent (cpu_s_source, cpu_s_destination): with
 one core per side, the side near total_s is the one that limits. Usage: migrate.py BUILD_DIR [--quick] [--no-hugetlb]"""
-import json, mmap, os, shutil, socket, statistics, subprocess, sys, tempfile, threading, time
+import json, mmap, os, queue, shutil, socket, statistics, subprocess, sys, tempfile, threading, time
 
 build = os.path.abspath(sys.argv[1])
 quick = "--quick" in sys.argv
@@ -74,12 +74,30 @@ def guest_like(nbytes, backing):
     return fd, mmap.mmap(fd, size)
 
 
+kept_sources = {}   # backing -> (fd, mmap): the memory bound's long-lived source
+
+
+def anchor_source(nbytes, backing):
+    """Populated guest-like memory to send the memory bound from. 4 KiB
+    memory is made once, at the start, and kept: on a VM host fresh memory
+    costs a hypervisor fault per page the first time, which a guest that has
+    been running for a while has long paid (hugetlb pool pages are warm)."""
+    if backing in kept_sources and len(kept_sources[backing][1]) >= nbytes:
+        return kept_sources[backing], False
+    fd, m = guest_like(nbytes, backing)
+    for i in range(0, len(m), PAGE):
+        m[i] = 0x5a
+    if backing == "4k":
+        kept_sources[backing] = (fd, m)
+    return (fd, m), backing != "4k"
+
+
 def push(nbytes, backing=None):
     """Seconds to push nbytes through loopback TCP. Without backing, the
     raw bound: a hot 4 MiB buffer sent over and over, and recv()d into one
     reused buffer. With backing (4k or hugetlb), the memory bound: the same
     bytes sent from guest-like memory populated beforehand (cold, as a
-    paused guest's RAM is) into fresh memory of the same kind, the way the
+    paused guest's RAM is: see anchor_source) into fresh memory of the same kind, the way the
     destination lands them (4k: pwrite into a memfd, which allocates without
     zeroing; hugetlb: recv straight into the mapping, one zeroing fault per
     2 MiB); no checksum, no parsing. What moving these bytes between guest
@@ -91,8 +109,6 @@ def push(nbytes, backing=None):
 
     def sink():
         c, _ = srv.accept()
-        buf = bytearray(chunk)
-        view = memoryview(buf)
         off = 0
         if backing == "hugetlb":
             fd, m = guest_like(nbytes, backing)
@@ -102,22 +118,42 @@ def push(nbytes, backing=None):
             dst.release()
             m.close()
             os.close(fd)
-        else:
-            fd = os.memfd_create("bound") if backing else -1
-            while (n := c.recv_into(buf)):
-                if fd >= 0:
-                    os.pwrite(fd, view[:n], off)
+        elif backing:
+            # Receive into one buffer while a writer thread puts the other
+            # into the memfd, as the destination's applier does.
+            fd = os.memfd_create("bound")
+            free, full = queue.Queue(), queue.Queue()
+            for _ in range(2):
+                free.put(memoryview(bytearray(chunk)))
+
+            def writer():
+                while (item := full.get()) is not None:
+                    b, n, at = item
+                    os.pwrite(fd, b[:n], at)
+                    free.put(b)
+
+            w = threading.Thread(target=writer)
+            w.start()
+            while True:
+                b = free.get()
+                n = c.recv_into(b)
+                if not n:
+                    break
+                full.put((b, n, off))
                 off += n
-            if fd >= 0:
-                os.close(fd)
+            full.put(None)
+            w.join()
+            os.close(fd)
+        else:
+            buf = bytearray(chunk)   # recv_into: no allocation, just the kernel copy
+            while c.recv_into(buf):
+                pass
         c.close()
 
     src = None
     if backing:
-        fd, m = guest_like(nbytes, backing)
-        for i in range(0, len(m), PAGE):
-            m[i] = 0x5a
-        src = (fd, m, memoryview(m))
+        (fd, m), temporary = anchor_source(nbytes, backing)
+        src = (fd, m, memoryview(m), temporary)
     t = threading.Thread(target=sink)
     t.start()
     c = socket.create_connection(srv.getsockname())
@@ -134,8 +170,9 @@ def push(nbytes, backing=None):
     srv.close()
     if src:
         src[2].release()
-        src[1].close()
-        os.close(src[0])
+        if src[3]:
+            src[1].close()
+            os.close(src[0])
     return dt
 
 
@@ -293,6 +330,7 @@ def idle_row(gib, backing):
 
 pool0 = int(open(HUGETLB_POOL).read())
 try:
+    anchor_source(max(sizes) * (520 << 20), "4k")   # bytes_sent of the largest idle row, and some
     link_s = raw_bound(256 << 20)
     link_pages = int((256 << 20) / link_s / PAGE)
     for gib in sizes:
@@ -323,6 +361,10 @@ try:
             mv(b_sock, "vm", "rm", "--force", name)
     # The same idle guests on a warm hugetlb pool (source and destination
     # each hold the whole guest): 2 MiB allocation and direct receive.
+    for fd, m in kept_sources.values():   # its memory is the pool's now
+        m.close()
+        os.close(fd)
+    kept_sources.clear()
     hugetlb = None
     if os.geteuid() == 0 and "--no-hugetlb" not in sys.argv:
         need = 2 * max(sizes) * 512 + 32   # the guest twice, or once and the memory bound's two halves
