@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
 #include "memvisor/ctl.h"
@@ -36,6 +37,8 @@ int src_progress(struct src *s, bool force)
 		return 0;
 	s->t_cb = now;
 	s->pr.bytes_sent = s->c.tx_bytes;
+	if (s->pr.pass <= 1 && now > s->t_start)   /* no pass measured yet: the rate so far */
+		s->pr.bandwidth = s->pr.bytes_sent * 1000000ULL / ((now - s->t_start) / 1000 + 1);
 	s->pr.total_us = (now - s->t_start) / 1000;
 	if (!s->cb || s->cb(&s->pr, s->ctx) == 0 || s->switched)
 		return 0;
@@ -218,10 +221,24 @@ int src_put_page(struct src *s, uint64_t gpa, const uint8_t *hva, bool skip_zero
 	return s->enc.count == (s->direct ? DIRECT_BATCH : MV_MIGRATE_MAX_BATCH) ? src_flush(s) : 0;
 }
 
+/* Pages the memfds hold (st_blocks): what pass 1 has to look at. */
+static uint64_t allocated_pages(struct src *s)
+{
+	uint64_t n = 0;
+	for (unsigned i = 0; i < s->nregions; i++) {
+		struct stat st;
+		if (fstat(mv_guest_mem_region(s->mem, i)->fd, &st) == 0)
+			n += (uint64_t)st.st_blocks * 512 / MV_MIGRATE_PAGE_SIZE;
+	}
+	return n;
+}
+
 /* Pass 1: every page holding data. Holes are skipped without reading them
- * (extents.c). */
+ * (extents.c). Until the first dirty sync, the pages it has yet to look at
+ * are what the progress reports as remaining. */
 static int send_all(struct src *s)
 {
+	uint64_t left = allocated_pages(s);
 	for (unsigned i = 0; i < s->nregions; i++) {
 		const struct mv_mem_region *g = mv_guest_mem_region(s->mem, i);
 		struct mig_extents x;
@@ -229,8 +246,11 @@ static int send_all(struct src *s)
 		int r = 0;
 		mig_extents_init(&x, g);
 		while (r == 0 && mig_extents_next(&x, &d, &h))
-			for (uint64_t p = d; p < h && r == 0; p += MV_MIGRATE_PAGE_SIZE)
+			for (uint64_t p = d; p < h && r == 0; p += MV_MIGRATE_PAGE_SIZE) {
+				left -= left > 0;
+				s->pr.pages_remaining = left;
 				r = src_put_page(s, g->gpa + p, g->hva + p, true);
+			}
 		mig_extents_fini(&x);
 		if (r < 0)
 			return r;
