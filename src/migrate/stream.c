@@ -134,11 +134,15 @@ static bool tenant_empty(const struct mv_migrate_tenant *t)
 	return !t->flags && !t->nsensitive && !t->nkeep;
 }
 
+static size_t tenant_len(uint32_t nsensitive, uint32_t nkeep)
+{
+	return MIG_TENANT_HDR + ((size_t)nsensitive + nkeep) * MIG_SPAN_LEN;
+}
+
 size_t mig_config_len(const struct mv_migrate_config *cfg)
 {
 	const struct mv_migrate_tenant *t = &cfg->tenant;
-	return tenant_empty(t) ? MIG_CONFIG_LEN
-			       : MIG_CONFIG_LEN + MIG_TENANT_HDR + (size_t)(t->nsensitive + t->nkeep) * 16;
+	return MIG_CONFIG_LEN + (tenant_empty(t) ? 0 : tenant_len(t->nsensitive, t->nkeep));
 }
 
 size_t mig_config_put(uint8_t *o, const struct mv_migrate_config *cfg)
@@ -172,7 +176,7 @@ size_t mig_config_put(uint8_t *o, const struct mv_migrate_config *cfg)
 	mig_put32(b + 8, t->nkeep);
 	mig_put32(b + 12, 0);
 	b += MIG_TENANT_HDR;
-	for (uint32_t i = 0; i < t->nsensitive + t->nkeep; i++, b += 16) {
+	for (uint32_t i = 0; i < t->nsensitive + t->nkeep; i++, b += MIG_SPAN_LEN) {
 		const struct mv_migrate_span *sp =
 			i < t->nsensitive ? &t->sensitive[i] : &t->keep[i - t->nsensitive];
 		mig_put64(b, sp->gpa);
@@ -257,11 +261,11 @@ static int tenant_get(const uint8_t *b, size_t len, struct mv_migrate_config *cf
 		return mv_err_field(err, -EPROTO, "tenant", "%u sensitive ranges, %u kept spans "
 				    "(at most %u, %u)", t->nsensitive, t->nkeep,
 				    MV_MIGRATE_MAX_SENSITIVE, MV_MIGRATE_MAX_KEEP);
-	if (len != MIG_TENANT_HDR + (size_t)(t->nsensitive + t->nkeep) * 16)
+	if (len != tenant_len(t->nsensitive, t->nkeep))
 		return mv_err_field(err, -EPROTO, "tenant", "tenant block of %zu bytes for %u + %u spans",
 				    len, t->nsensitive, t->nkeep);
 	b += MIG_TENANT_HDR;
-	for (uint32_t i = 0; i < t->nsensitive; i++, b += 16) {
+	for (uint32_t i = 0; i < t->nsensitive; i++, b += MIG_SPAN_LEN) {
 		int r = span_get(b, cfg, "tenant.sensitive", i, &t->sensitive[i], err);
 		for (uint32_t j = 0; r == 0 && j < i; j++)
 			if (t->sensitive[i].gpa < t->sensitive[j].gpa + t->sensitive[j].len &&
@@ -271,7 +275,7 @@ static int tenant_get(const uint8_t *b, size_t len, struct mv_migrate_config *cf
 		if (r < 0)
 			return r;
 	}
-	for (uint32_t i = 0; i < t->nkeep; i++, b += 16) {
+	for (uint32_t i = 0; i < t->nkeep; i++, b += MIG_SPAN_LEN) {
 		int r = span_get(b, cfg, "tenant.keep", i, &t->keep[i], err);
 		if (r < 0)
 			return r;

@@ -36,8 +36,9 @@ enum mig_enc { MIG_ENC_ZERO = 0, MIG_ENC_RAW = 1, MIG_ENC_ZSTD = 2, MIG_ENC__COU
 #define MIG_HEADER_LEN 16u
 #define MIG_CONFIG_LEN (64u + 8u + MV_MEM_MAX_REGIONS * 24u + 40u)   /* without a tenant block */
 #define MIG_TENANT_HDR 16u
+#define MIG_SPAN_LEN 16u   /* a tenant block span: gpa u64, len u64 */
 #define MIG_CONFIG_MAX (MIG_CONFIG_LEN + MIG_TENANT_HDR + \
-			(MV_MIGRATE_MAX_SENSITIVE + MV_MIGRATE_MAX_KEEP) * 16u)
+			(MV_MIGRATE_MAX_SENSITIVE + MV_MIGRATE_MAX_KEEP) * MIG_SPAN_LEN)
 #define MIG_WL_STATE_LEN 112u
 #define MIG_PAGE_ENTRY_LEN 16u
 #define MIG_COMPLETE_LEN 24u
