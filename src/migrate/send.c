@@ -238,7 +238,7 @@ static uint64_t allocated_pages(struct src *s)
  * are what the progress reports as remaining. */
 static int send_all(struct src *s)
 {
-	uint64_t left = allocated_pages(s);
+	s->pr.pages_remaining = allocated_pages(s);
 	for (unsigned i = 0; i < s->nregions; i++) {
 		const struct mv_mem_region *g = mv_guest_mem_region(s->mem, i);
 		struct mig_extents x;
@@ -247,8 +247,7 @@ static int send_all(struct src *s)
 		mig_extents_init(&x, g);
 		while (r == 0 && mig_extents_next(&x, &d, &h))
 			for (uint64_t p = d; p < h && r == 0; p += MV_MIGRATE_PAGE_SIZE) {
-				left -= left > 0;
-				s->pr.pages_remaining = left;
+				s->pr.pages_remaining -= s->pr.pages_remaining > 0;
 				r = src_put_page(s, g->gpa + p, g->hva + p, true);
 			}
 		mig_extents_fini(&x);
