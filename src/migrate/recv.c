@@ -35,6 +35,7 @@ struct dst {
 	uint64_t t_start, t_cb;
 	struct mig_applier *ap;    /* writes pre-copy pages while we read on */
 	bool direct;               /* pre-copy RAM frames go straight into guest RAM */
+	uint64_t dropped_huge;     /* gpa of the huge page DISCARD dropped last; UINT64_MAX: none */
 };
 
 static int progress(struct dst *d, bool force)
@@ -104,7 +105,9 @@ static int on_ram(struct dst *d)
 /* Drops the stale page at gpa so that it faults (post-copy) until the
  * source's copy arrives. hugetlbfs cannot drop 4 KiB of a huge page (it
  * zeroes them in place, and the vCPU would read zeros instead of faulting):
- * the whole huge page goes, and the source resends it whole. */
+ * the whole huge page goes, and the source resends it whole. The source
+ * lists gpas in order, so the next ones in a huge page just dropped are
+ * skipped rather than punched up to 511 more times. */
 static int discard(struct dst *d, uint64_t gpa)
 {
 	int ri = mv_guest_mem_find(d->mem, gpa);
@@ -113,6 +116,9 @@ static int discard(struct dst *d, uint64_t gpa)
 	if (g->pages == MV_MEM_PAGES_HUGETLB) {
 		off &= ~(MV_HUGE_PAGE_SIZE - 1);
 		len = MV_HUGE_PAGE_SIZE;
+		if (d->dropped_huge == g->gpa + off)
+			return 0;
+		d->dropped_huge = g->gpa + off;
 	}
 	if (fallocate(g->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0)
 		return mv_err(d->err, -errno, "discarding gpa 0x%llx: %s", (unsigned long long)gpa,
@@ -289,6 +295,7 @@ int mv_migrate_recv(int sock, struct mv_guest_mem *mem, const struct mv_migrate_
 	d->cb = cb;
 	d->ctx = ctx;
 	d->t_start = d->t_cb = mv_now_ns();
+	d->dropped_huge = UINT64_MAX;
 	d->pr.phase = MV_MIGRATE_PRECOPY;
 	/* HEADER and CONFIG (seq 0, 1) were read by mv_migrate_recv_config. */
 	mig_conn_init(&d->c, sock, d->o.timeout_ms, 2);
